@@ -1,0 +1,58 @@
+"""Tucker-2: 1x1 conv -> k-conv core -> 1x1 conv (Kim et al. 2016).
+
+Factors come from a truncated HOSVD of the two channel modes: exact at full rank,
+deterministic, and one SVD per mode serves every rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrf_optuna.factorizers.base import Factorizer, register
+from lrf_optuna.factorizers.conv_common import (
+    compose_chain,
+    conv_stages,
+    split_groups,
+    stack_groups,
+)
+from lrf_optuna.geometry import LayerGeometry
+
+
+def mode_basis(tensor: np.ndarray, axis: int) -> np.ndarray:
+    """Left singular vectors of the mode-``axis`` unfolding, strongest first."""
+    unfolding = np.moveaxis(tensor, axis, 0).reshape(tensor.shape[axis], -1)
+    u, _, _ = np.linalg.svd(unfolding.astype(np.float64), full_matrices=False)
+    return u
+
+
+@register
+class Tucker2(Factorizer):
+    name = "tucker2"
+    kinds = ("conv",)
+
+    def full_rank(self, geom: LayerGeometry) -> int:
+        return max(geom.in_per_group, geom.out_per_group)
+
+    def _ranks(self, geom: LayerGeometry, rank: int) -> tuple[int, int]:
+        return min(rank, geom.in_per_group), min(rank, geom.out_per_group)
+
+    def stages(self, geom, rank):
+        (r_in, r_out), g = self._ranks(geom, rank), geom.groups
+        return conv_stages(geom, (r_in * g, g, "none"), (r_out * g, g, "all"), (geom.out_channels, g, "none"))
+
+    def prepare(self, kernel, geom, *, seed):
+        parts = split_groups(kernel.astype(np.float64), geom.groups)
+        return [(part, mode_basis(part, -2), mode_basis(part, -1)) for part in parts]
+
+    def at_rank(self, prepared, geom, rank, *, seed):
+        r_in, r_out = self._ranks(geom, rank)
+        ones = (1,) * geom.spatial_rank
+        per_group = []
+        for part, u_in, u_out in prepared:
+            u_in, u_out = u_in[:, :r_in], u_out[:, :r_out]
+            core = np.einsum("...ab,ai,bj->...ij", part, u_in, u_out)
+            per_group.append([u_in.reshape(ones + u_in.shape), core, u_out.T.reshape(ones + (r_out, -1))])
+        return stack_groups(per_group)
+
+    def reconstruct(self, kernels, geom, rank):
+        return compose_chain(kernels, self.stages(geom, rank), geom)

@@ -1,0 +1,103 @@
+"""Walking and rebuilding Keras graphs: the only code that rewires Keras models.
+
+``rebuild`` recreates a Sequential or Functional model (nested models included,
+recursively) through ``keras.models.clone_model``; a visitor decides what each layer
+becomes and how each call is made, so one call can turn into a chain of layers.
+Sequential models (top level or nested) come back as Functional ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import keras
+
+__all__ = ["GraphVisitor", "check_graph_model", "fresh_copy", "rebuild"]
+
+SUBCLASSED_HELP = (
+    "lrf_optuna needs the layer graph, which a subclassed model does not expose. "
+    "Build the same network as a Functional model (keras.Model(inputs, outputs)) or a "
+    "keras.Sequential, copy the weights with set_weights, and pass that model instead."
+)
+
+
+class GraphVisitor(Protocol):
+    def clone(self, layer: keras.layers.Layer, path: str) -> Any:
+        """What replaces ``layer`` (called once per layer object)."""
+
+    def call(self, layer: keras.layers.Layer, replacement: Any, path: str, *args, **kwargs) -> Any:
+        """Apply ``replacement`` to the arguments of one call of ``layer``."""
+
+
+def check_graph_model(model: Any) -> None:
+    """Raise a TypeError unless ``model`` is a Sequential or Functional Keras model."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Invalid `model`: expected a keras.Model, received {type(model).__name__}. "
+            "Load it with keras.models.load_model(path) first."
+        )
+    if isinstance(model, keras.Sequential):
+        if not getattr(model, "inputs", None):
+            raise ValueError(
+                f"Invalid `model` '{model.name}': expected a built Sequential model, received "
+                "one with no input shape. Start it with keras.Input(shape) or call it on data."
+            )
+        return
+    if not isinstance(model, keras.Function):
+        raise TypeError(
+            f"Invalid `model` '{model.name}': expected a Sequential or Functional model, "
+            f"received a subclassed model ({type(model).__name__}). {SUBCLASSED_HELP}"
+        )
+
+
+def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A new, unbuilt layer with the same configuration (weights are copied later)."""
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _is_model(layer: Any) -> bool:
+    return isinstance(layer, keras.Model)
+
+
+class _Walker:
+    def __init__(self, visitor: GraphVisitor):
+        self.visitor = visitor
+        self.replacements: dict[int, Any] = {}  # id(original) -> replacement, keeps sharing
+        self.originals: dict[int, tuple[Any, str]] = {}  # id(replacement) -> (original, path)
+
+    def replacement(self, layer: Any, path: str) -> Any:
+        if id(layer) not in self.replacements:
+            if _is_model(layer):
+                check_graph_model(layer)
+                new = self.rebuild(layer, prefix=path + "/")
+            else:
+                new = self.visitor.clone(layer, path)
+            self.replacements[id(layer)] = new
+            self.originals[id(new)] = (layer, path)
+        return self.replacements[id(layer)]
+
+    def call(self, new: Any, *args, **kwargs) -> Any:
+        layer, path = self.originals[id(new)]
+        if _is_model(layer):
+            return new(*args, **kwargs)
+        return self.visitor.call(layer, new, path, *args, **kwargs)
+
+    def rebuild(self, model: keras.Model, prefix: str = "") -> keras.Model:
+        if isinstance(model, keras.Sequential):
+            spec = model.inputs[0]
+            inputs = keras.Input(batch_shape=spec.shape, dtype=spec.dtype)
+            outputs = inputs
+            for layer in model.layers:
+                outputs = self.call(self.replacement(layer, prefix + layer.name), outputs)
+            return keras.Model(inputs, outputs, name=model.name)
+        return keras.models.clone_model(
+            model,
+            clone_function=lambda layer: self.replacement(layer, prefix + layer.name),
+            call_function=self.call,
+        )
+
+
+def rebuild(model: keras.Model, visitor: GraphVisitor) -> keras.Model:
+    """A new model with the same graph as ``model``, each layer as ``visitor`` decides."""
+    check_graph_model(model)
+    return _Walker(visitor).rebuild(model)
