@@ -50,7 +50,7 @@ class Tucker2(Factorizer):
         per_group = []
         for part, u_in, u_out in prepared:
             u_in, u_out = u_in[:, :r_in], u_out[:, :r_out]
-            core = np.einsum("...ab,ai,bj->...ij", part, u_in, u_out)
+            core = u_in.T @ (part @ u_out)  # broadcasts over the spatial axes
             per_group.append([u_in.reshape(ones + u_in.shape), core, u_out.T.reshape(ones + (r_out, -1))])
         return stack_groups(per_group)
 

@@ -47,9 +47,11 @@ class TensorizedTucker(Factorizer):
         tensor, bases = prepared
         (stage,) = self.stages(geom, rank)
         factors = [b[:, :r] for b, r in zip(bases, stage.in_ranks + stage.out_ranks)]
-        core = np.einsum("abcd,ai,bj,ck,dl->ijkl", tensor, *factors)
+        core = np.einsum("abcd,ai,bj,ck,dl->ijkl", tensor, *factors, optimize=True)
         return [*factors[:2], core, *factors[2:]]
 
     def reconstruct(self, kernels, geom, rank):
         u1, u2, core, v1, v2 = kernels
-        return np.einsum("ijkl,ai,bj,ck,dl->abcd", core, u1, u2, v1, v2).reshape(geom.kernel_shape)
+        return np.einsum("ijkl,ai,bj,ck,dl->abcd", core, u1, u2, v1, v2, optimize=True).reshape(
+            geom.kernel_shape
+        )
