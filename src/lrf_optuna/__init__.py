@@ -7,22 +7,45 @@ from lrf_optuna.catalog import LayerSpec
 from lrf_optuna.cost import Cost
 from lrf_optuna.factorizers import get_factorizer, methods_for
 from lrf_optuna.layers import TTDense, TuckerDense
+from lrf_optuna.metrics import METRICS
+from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
+from lrf_optuna.profile import ProfileSettings
+from lrf_optuna.proxy import AGGREGATORS, LayerwiseProxy, ModelProxy
+from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
+from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.storage import open_storage
+from lrf_optuna.study import SamplerSettings
 from lrf_optuna.surgery import materialize
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AGGREGATORS",
+    "METRICS",
+    "METRIC_NAMES",
+    "Constraints",
     "Cost",
     "LayerSpec",
+    "LayerwiseProxy",
     "ModelAnalysis",
+    "ModelProxy",
+    "Objective",
+    "ProfileSettings",
+    "SamplerSettings",
+    "SearchSpace",
     "TTDense",
     "TuckerDense",
     "__version__",
     "analyze",
     "compressible_layers",
     "get_factorizer",
+    "make_objective",
     "materialize",
     "methods_for",
     "model_cost",
+    "open_storage",
     "plan_cost",
+    "plan_from_trial",
+    "profile_model",
+    "run_study",
 ]

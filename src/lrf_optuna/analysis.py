@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import keras
 
@@ -30,6 +31,7 @@ class ModelAnalysis:
     specs: dict[str, LayerSpec]
     refused: dict[str, str]  # uncompressible layer -> reason
     cost: Cost
+    layers: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def resolve(self, plan: Plan) -> dict[str, tuple[str, int]]:
         """Validated ``{layer: (method, rank)}`` of the layers ``plan`` factorizes."""
@@ -76,7 +78,8 @@ def analyze(model: keras.Model) -> ModelAnalysis:
             specs[path] = spec_of(geom)
         else:
             refused[path] = reason
-    return ModelAnalysis(specs=specs, refused=refused, cost=Cost(model.count_params(), macs))
+    cost = Cost(model.count_params(), macs)
+    return ModelAnalysis(specs=specs, refused=refused, cost=cost, layers=layers)
 
 
 def compressible_layers(model: keras.Model) -> list[LayerSpec]:

@@ -26,6 +26,8 @@ __all__ = [
     "LayerSpec",
     "canonical_kernel",
     "geometry_of",
+    "keras_kernel",
+    "kernel_variable",
     "spec_of",
     "trace_calls",
     "uncompressible_reason",
@@ -138,6 +140,17 @@ def canonical_kernel(layer: Any, geom: LayerGeometry) -> np.ndarray:
         return keras.ops.convert_to_numpy(layer.pointwise_kernel).reshape(geom.kernel_shape)
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     return np.swapaxes(kernel, -1, -2) if geom.transposed else kernel
+
+
+def kernel_variable(layer: Any, geom: LayerGeometry) -> Any:
+    """The Keras variable holding the kernel that ``canonical_kernel`` reads."""
+    return layer.pointwise_kernel if geom.kind == "separable" else layer.kernel
+
+
+def keras_kernel(canonical: np.ndarray, layer: Any, geom: LayerGeometry) -> np.ndarray:
+    """Inverse of ``canonical_kernel``: a canonical kernel in the layer's own layout."""
+    kernel = np.swapaxes(canonical, -1, -2) if geom.transposed else canonical
+    return kernel.reshape(tuple(kernel_variable(layer, geom).shape)).astype(np.float32)
 
 
 def uncompressible_reason(geom: LayerGeometry) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import keras
 
-__all__ = ["GraphVisitor", "check_graph_model", "fresh_copy", "rebuild"]
+__all__ = ["CopyVisitor", "GraphVisitor", "check_graph_model", "copy_model", "fresh_copy", "rebuild"]
 
 SUBCLASSED_HELP = (
     "lrf_optuna needs the layer graph, which a subclassed model does not expose. "
@@ -53,6 +53,28 @@ def check_graph_model(model: Any) -> None:
 def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     """A new, unbuilt layer with the same configuration (weights are copied later)."""
     return layer.__class__.from_config(layer.get_config())
+
+
+class CopyVisitor:
+    """Visitor making a faithful copy: fresh layers, weights copied by ``copy_weights``."""
+
+    def __init__(self):
+        self.pending: list[tuple[keras.layers.Layer, list]] = []
+        self.by_path: dict[str, keras.layers.Layer] = {}
+
+    def clone(self, layer: keras.layers.Layer, path: str) -> Any:
+        new = fresh_copy(layer)
+        self.pending.append((new, layer.get_weights()))
+        self.by_path[path] = new
+        return new
+
+    def call(self, layer: keras.layers.Layer, replacement: Any, path: str, *args, **kwargs) -> Any:
+        return replacement(*args, **kwargs)
+
+    def copy_weights(self) -> None:
+        """Set the recorded weights, once the new graph has built every layer."""
+        for new, weights in self.pending:
+            new.set_weights(weights)
 
 
 def _is_model(layer: Any) -> bool:
@@ -101,3 +123,11 @@ def rebuild(model: keras.Model, visitor: GraphVisitor) -> keras.Model:
     """A new model with the same graph as ``model``, each layer as ``visitor`` decides."""
     check_graph_model(model)
     return _Walker(visitor).rebuild(model)
+
+
+def copy_model(model: keras.Model) -> tuple[keras.Model, dict[str, keras.layers.Layer]]:
+    """An independent copy of ``model`` and its new layers by path."""
+    visitor = CopyVisitor()
+    copy = rebuild(model, visitor)
+    visitor.copy_weights()
+    return copy, visitor.by_path

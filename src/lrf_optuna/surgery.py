@@ -11,7 +11,7 @@ from lrf_optuna.analysis import ModelAnalysis, analyze
 from lrf_optuna.builders import build_chain
 from lrf_optuna.catalog import canonical_kernel
 from lrf_optuna.factorizers import get_factorizer
-from lrf_optuna.graph import fresh_copy, rebuild
+from lrf_optuna.graph import CopyVisitor, rebuild
 from lrf_optuna.plan import Plan
 
 __all__ = ["materialize"]
@@ -31,16 +31,14 @@ class _Chain:
         return inputs
 
 
-class _Materializer:
+class _Materializer(CopyVisitor):
     def __init__(self, analysis: ModelAnalysis, resolved: dict[str, tuple[str, int]], seed: int):
+        super().__init__()
         self.analysis, self.resolved, self.seed = analysis, resolved, seed
-        self.pending: list[tuple[keras.layers.Layer, list]] = []  # set once the graph is built
 
     def clone(self, layer: Any, path: str) -> Any:
         if path not in self.resolved:
-            new = fresh_copy(layer)
-            self.pending.append((new, layer.get_weights()))
-            return new
+            return super().clone(layer, path)
         method, rank = self.resolved[path]
         geom = self.analysis.specs[path].geometry
         factorizer = get_factorizer(geom.kind, method)
@@ -49,13 +47,6 @@ class _Materializer:
         self.pending.extend(chain)
         logger.debug("factorized %s with %s at rank %d", path, method, rank)
         return _Chain([new for new, _ in chain])
-
-    def call(self, layer: Any, replacement: Any, path: str, *args, **kwargs) -> Any:
-        return replacement(*args, **kwargs)
-
-    def copy_weights(self) -> None:
-        for new, weights in self.pending:
-            new.set_weights(weights)
 
 
 def materialize(model: keras.Model, plan: Plan, *, seed: int = 0) -> keras.Model:

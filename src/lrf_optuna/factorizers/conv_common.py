@@ -8,12 +8,22 @@ from lrf_optuna.factorizers.stages import ConvStage
 from lrf_optuna.geometry import LayerGeometry
 
 __all__ = [
+    "POINTWISE_REASON",
     "balanced_svd",
     "compose_chain",
     "conv_stages",
+    "pointwise_reason",
     "split_groups",
     "stack_groups",
 ]
+
+
+POINTWISE_REASON = "on a 1x1 kernel it computes the same approximation as `svd` with more parameters"
+
+
+def pointwise_reason(geom: LayerGeometry) -> str | None:
+    """Design-space pruning: on 1x1 kernels only channel SVD is worth searching."""
+    return POINTWISE_REASON if max(geom.kernel_size, default=1) == 1 else None
 
 
 def split_groups(kernel: np.ndarray, groups: int) -> list[np.ndarray]:

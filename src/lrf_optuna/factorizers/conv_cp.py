@@ -1,6 +1,7 @@
 """CP: 1x1 conv -> depthwise spatial conv -> 1x1 conv (Lebedev et al. 2015).
 
-CP of the (spatial, Cin, Cout) tensor by TensorLy's ALS on the NumPy backend.
+CP of each group's (spatial, Cin, Cout) tensor by ALS (``cp_als``), started from
+the unfoldings' singular vectors, which ``prepare`` computes once for every rank.
 """
 
 from __future__ import annotations
@@ -8,35 +9,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorly as tl
-from tensorly.decomposition import parafac
 
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import (
     compose_chain,
     conv_stages,
+    pointwise_reason,
     split_groups,
     stack_groups,
 )
+from lrf_optuna.factorizers.cp_als import cp_als, svd_init
 from lrf_optuna.geometry import LayerGeometry
 
-ALS_ITERATIONS = 100
-ALS_TOLERANCE = 1e-9
-
-
-def cp_factors(tensor: np.ndarray, rank: int, seed: int) -> list[np.ndarray]:
-    """CP factors of a 3-way tensor, the weights folded into the last factor."""
-    with tl.backend_context("numpy"):
-        weights, factors = parafac(
-            tensor,
-            rank,
-            n_iter_max=ALS_ITERATIONS,
-            init="svd",
-            tol=ALS_TOLERANCE,
-            random_state=seed,
-        )
-    first, second, third = (np.asarray(f, dtype=np.float64) for f in factors)
-    return [first, second, third * np.asarray(weights)[None, :]]
+ALS_ITERATIONS = 25  # fixed budget: keeps profiling fast; the ALS stops earlier once converged
 
 
 @register
@@ -50,7 +35,7 @@ class CP(Factorizer):
                 "CP needs a depthwise transposed convolution for its spatial factor, "
                 "and Keras has no such stock layer"
             )
-        return None
+        return pointwise_reason(geom)
 
     def full_rank(self, geom: LayerGeometry) -> int:
         # CP has no finite "exact" rank in general; the channel bound keeps one
@@ -61,21 +46,24 @@ class CP(Factorizer):
         r, g = min(rank, self.full_rank(geom)), geom.groups
         return conv_stages(geom, (r * g, g, "none"), (r * g, r * g, "all"), (geom.out_channels, g, "none"))
 
+    def prepare(self, kernel, geom, *, seed):
+        spatial = math.prod(geom.kernel_size)
+        parts = split_groups(kernel.astype(np.float64), geom.groups)
+        tensors = [p.reshape(spatial, *p.shape[-2:]) for p in parts]
+        full = self.full_rank(geom)
+        return [(t, svd_init(t, full, seed)) for t in tensors]
+
     def at_rank(self, prepared, geom, rank, *, seed):
         r = min(rank, self.full_rank(geom))
-        spatial = math.prod(geom.kernel_size)
         ones = (1,) * geom.spatial_rank
         per_group = []
-        for part in split_groups(np.asarray(prepared, np.float64), geom.groups):
-            cin, cout = part.shape[-2:]
-            a_spatial, a_in, a_out = cp_factors(part.reshape(spatial, cin, cout), r, seed)
-            per_group.append(
-                [
-                    a_in.reshape(ones + (cin, r)),
-                    a_spatial.reshape(geom.kernel_size + (1, r)),
-                    a_out.T.reshape(ones + (r, cout)),
-                ]
-            )
+        for tensor, init in prepared:
+            _, cin, cout = tensor.shape
+            start = [f[:, :r] for f in init]
+            a_spatial, a_in, a_out = cp_als(tensor, r, iterations=ALS_ITERATIONS, init=start, seed=seed)
+            first = a_in.reshape(ones + (cin, r))
+            depthwise = a_spatial.reshape(geom.kernel_size + (1, r))
+            per_group.append([first, depthwise, a_out.T.reshape(ones + (r, cout))])
         return stack_groups(per_group)
 
     def reconstruct(self, kernels, geom, rank):

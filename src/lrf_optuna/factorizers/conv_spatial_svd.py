@@ -7,6 +7,7 @@ from lrf_optuna.factorizers.conv_common import (
     balanced_svd,
     compose_chain,
     conv_stages,
+    pointwise_reason,
     split_groups,
     stack_groups,
 )
@@ -24,7 +25,7 @@ class SpatialSVD(Factorizer):
                 "spatial SVD splits a 2-D kernel into kh x 1 and 1 x kw; "
                 f"this layer has {geom.spatial_rank} spatial dimension(s)"
             )
-        return None
+        return pointwise_reason(geom)
 
     def full_rank(self, geom: LayerGeometry) -> int:
         kh, kw = geom.kernel_size

@@ -12,6 +12,7 @@ from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import (
     compose_chain,
     conv_stages,
+    pointwise_reason,
     split_groups,
     stack_groups,
 )
@@ -29,6 +30,9 @@ def mode_basis(tensor: np.ndarray, axis: int) -> np.ndarray:
 class Tucker2(Factorizer):
     name = "tucker2"
     kinds = ("conv",)
+
+    def unsupported_reason(self, geom: LayerGeometry) -> str | None:
+        return pointwise_reason(geom)
 
     def full_rank(self, geom: LayerGeometry) -> int:
         return max(geom.in_per_group, geom.out_per_group)

@@ -1,0 +1,186 @@
+"""Calibration profile: similarity of every (layer, method, rank) candidate, no retraining.
+
+For each compressible layer the calibration inputs are captured once; each candidate
+is evaluated by running the original layer with its kernel replaced by the low-rank
+reconstruction (mathematically the factorized chain) on those inputs, and comparing
+with the original outputs. Decompositions of one layer and method share their work
+across ranks (one SVD serves every SVD rank).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from lrf_optuna.analysis import ModelAnalysis, analyze
+from lrf_optuna.capture import Captured, capture_groups
+from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
+from lrf_optuna.factorizers import get_factorizer
+from lrf_optuna.graph import fresh_copy
+from lrf_optuna.metrics import METRICS
+
+__all__ = ["PROFILE_COLUMNS", "ProfileSettings", "check_calibration", "rank_grid", "run_profile"]
+
+logger = logging.getLogger(__name__)
+PROFILE_COLUMNS = ["layer", "method", "rank", "params", "macs", *METRICS, "weight_error", "seconds"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileSettings:
+    """How the profile is computed (all of it goes into the cache key).
+
+    ``max_samples`` calibration samples are used (the first ones); ``max_positions``
+    spatial positions per sample (a fixed random subset) are kept for comparisons;
+    captured maps are held for as many layers at a time as ``memory_budget_mb`` allows.
+    """
+
+    ranks_per_method: int = 8
+    max_samples: int = 256
+    max_positions: int = 256
+    memory_budget_mb: int = 2048
+    batch_size: int = 32
+    methods: tuple[str, ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.ranks_per_method <= 16:
+            raise ValueError(f"Invalid `ranks_per_method`: expected 1..16, received {self.ranks_per_method}")
+        for name in ("max_samples", "max_positions", "memory_budget_mb", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Invalid `{name}`: expected >= 1, received {getattr(self, name)}")
+
+
+def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
+    """Calibration inputs as float32, or a ValueError/TypeError saying what is wrong."""
+    try:
+        data = np.asarray(calibration_x)
+    except Exception as error:
+        raise TypeError(
+            "Invalid `calibration_x`: expected a NumPy array of model inputs, "
+            f"received {type(calibration_x).__name__}"
+        ) from error
+    expected = tuple(model.inputs[0].shape[1:])
+    if data.ndim != len(expected) + 1 or any(e not in (None, d) for e, d in zip(expected, data.shape[1:])):
+        raise ValueError(
+            f"Invalid `calibration_x` shape: expected (samples, {', '.join(map(str, expected))}), "
+            f"received {data.shape}"
+        )
+    if len(data) < 2:
+        raise ValueError(f"Invalid `calibration_x`: expected at least 2 samples, received {len(data)}")
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise TypeError(f"Invalid `calibration_x` dtype: expected real numbers, received {data.dtype}")
+    data = data.astype(np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError("Invalid `calibration_x`: expected finite values, received NaN or Inf")
+    return data
+
+
+def rank_grid(useful_max: int, count: int) -> list[int]:
+    """Rank 1 plus ranks evenly spaced up to ``useful_max`` (inclusive), ``count`` at most."""
+    if useful_max <= count:
+        return list(range(1, useful_max + 1))
+    steps = np.ceil(np.arange(1, count) * useful_max / (count - 1)).astype(int)
+    return sorted({1, *steps.tolist()})
+
+
+def _position_subset(shape: tuple, limit: int, seed: int) -> np.ndarray | None:
+    positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
+    if positions <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
+
+
+def _flatten(maps: np.ndarray, subset: np.ndarray | None) -> np.ndarray:
+    flat = maps.reshape(maps.shape[0], -1, maps.shape[-1])
+    if subset is not None:
+        flat = flat[:, subset]
+    return flat.reshape(maps.shape[0], -1)
+
+
+class _LayerProbe:
+    """The original layer on the captured inputs, with swappable kernel."""
+
+    def __init__(self, layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings):
+        self.spec, self.captured, self.batch = spec, captured, settings.batch_size
+        self.layer = fresh_copy(layer)
+        self.layer.build(captured.inputs[0].shape)
+        self.layer.set_weights(layer.get_weights())
+        self.variable = kernel_variable(self.layer, spec.geometry)
+        self.subsets = [
+            _position_subset(o.shape, settings.max_positions, settings.seed) for o in captured.outputs
+        ]
+        self.references = [_flatten(o, s) for o, s in zip(captured.outputs, self.subsets)]
+
+    def similarities(self, keras_layout: np.ndarray) -> dict[str, float]:
+        self.variable.assign(keras_layout)
+        scores = {name: 0.0 for name in METRICS}
+        for inputs, subset, reference in zip(self.captured.inputs, self.subsets, self.references):
+            outputs = np.concatenate(
+                [
+                    keras.ops.convert_to_numpy(self.layer(inputs[i : i + self.batch]))
+                    for i in range(0, len(inputs), self.batch)
+                ]
+            )
+            candidate = _flatten(outputs, subset)
+            for name, metric in METRICS.items():
+                scores[name] += metric(reference, candidate) / len(self.references)
+        return scores
+
+
+def _profile_layer(layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings) -> list[dict]:
+    probe = _LayerProbe(layer, spec, captured, settings)
+    geom = spec.geometry
+    kernel = canonical_kernel(layer, geom)
+    norm = float(np.linalg.norm(kernel)) or 1.0
+    rows = []
+    methods = [m for m in spec.methods if settings.methods is None or m in settings.methods]
+    for method in methods:
+        factorizer = get_factorizer(geom.kind, method)
+        ranks = rank_grid(spec.useful_ranks[method], settings.ranks_per_method)
+        if not ranks:
+            continue
+        start = time.perf_counter()
+        kernels = factorizer.decompose_ranks(kernel, geom, ranks, seed=settings.seed)
+        shared = (time.perf_counter() - start) / len(ranks)
+        for rank in ranks:
+            tick = time.perf_counter()
+            approx = factorizer.reconstruct(kernels[rank], geom, rank)
+            scores = probe.similarities(keras_kernel(approx, probe.layer, geom))
+            cost = factorizer.cost(geom, rank)
+            rows.append({
+                "layer": spec.name, "method": method, "rank": rank,
+                "params": cost.params, "macs": cost.macs, **scores,
+                "weight_error": float(np.linalg.norm(approx - kernel)) / norm,
+                "seconds": shared + time.perf_counter() - tick,
+            })  # fmt: skip
+    return rows
+
+
+def run_profile(
+    model: keras.Model,
+    calibration_x: np.ndarray,
+    *,
+    settings: ProfileSettings | None = None,
+    analysis: ModelAnalysis | None = None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
+    """Similarity, params and MACs of every candidate; see ``PROFILE_COLUMNS``."""
+    settings = settings or ProfileSettings()
+    analysis = analysis or analyze(model)
+    data = check_calibration(model, calibration_x)[: settings.max_samples]
+    specs = list(analysis.specs.values())
+    layers = analysis.layers
+    rows: list[dict] = []
+    budget = settings.memory_budget_mb * 2**20
+    groups = capture_groups(model, specs, data, memory_budget=budget, batch_size=settings.batch_size)
+    for spec, captured in tqdm(
+        groups, total=len(specs), desc="profile", unit="layer", disable=not show_progress
+    ):
+        rows.extend(_profile_layer(layers[spec.name], spec, captured, settings))
+    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)

@@ -1,0 +1,105 @@
+"""On-disk cache of profiles, keyed by model weights, calibration data and settings.
+
+Files are JSON (never pickle) written atomically (temp file + rename). A file whose
+checksum, key or format does not match is reported and recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from lrf_optuna.profile import PROFILE_COLUMNS, ProfileSettings
+
+__all__ = ["cached_profile", "load_profile", "profile_key", "save_profile"]
+
+logger = logging.getLogger(__name__)
+FORMAT = 1
+
+
+def profile_key(model: keras.Model, data: np.ndarray, settings: ProfileSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(
+        json.dumps({"format": FORMAT, "settings": dataclasses.asdict(settings)}, sort_keys=True).encode()
+    )
+    digest.update(model.to_json().encode())
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    digest.update(str(data.shape).encode())
+    digest.update(np.ascontiguousarray(data[: settings.max_samples], np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _checksum(rows: list) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def save_profile(path: Path, key: str, profile: pd.DataFrame) -> None:
+    rows = json.loads(profile[PROFILE_COLUMNS].to_json(orient="values"))
+    document = {
+        "format": FORMAT,
+        "key": key,
+        "columns": PROFILE_COLUMNS,
+        "rows": rows,
+        "checksum": _checksum(rows),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(document, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_profile(path: Path, key: str) -> pd.DataFrame | None:
+    """The cached profile, or None (with a warning saying why) when it cannot be trusted."""
+    if not path.exists():
+        return None
+    try:
+        document = json.loads(path.read_text())
+        problem = None
+        if document.get("format") != FORMAT or document.get("columns") != PROFILE_COLUMNS:
+            problem = "it was written by another version"
+        elif document.get("key") != key:
+            problem = "it is stale (model, data or settings changed)"
+        elif _checksum(document["rows"]) != document.get("checksum"):
+            problem = "its checksum does not match (corrupt)"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        problem = f"it cannot be read ({error})"
+    if problem:
+        logger.warning("ignoring profile cache %s: %s; recomputing", path, problem)
+        return None
+    return pd.DataFrame(document["rows"], columns=PROFILE_COLUMNS)
+
+
+def cached_profile(
+    model: keras.Model,
+    data: np.ndarray,
+    settings: ProfileSettings,
+    cache_dir: str | os.PathLike | None,
+    compute: Callable[[], pd.DataFrame],
+) -> pd.DataFrame:
+    """Load the profile from ``cache_dir`` or compute and store it (no cache when None)."""
+    if cache_dir is None:
+        return compute()
+    key = profile_key(model, data, settings)
+    path = Path(cache_dir) / f"profile-{key[:24]}.json"
+    profile = load_profile(path, key)
+    if profile is None:
+        profile = compute()
+        save_profile(path, key, profile)
+        logger.info("profile cached in %s", path)
+    return profile

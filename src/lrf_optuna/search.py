@@ -1,0 +1,156 @@
+"""The search, end to end: profile (cached) -> proxy -> objective -> resumable study."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+import numpy as np
+import optuna
+import pandas as pd
+
+from lrf_optuna.analysis import ModelAnalysis, analyze
+from lrf_optuna.objective import Constraints, Objective
+from lrf_optuna.profile import ProfileSettings, check_calibration, run_profile
+from lrf_optuna.profile_cache import cached_profile
+from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC, LayerwiseProxy, ModelProxy
+from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.storage import default_storage_url
+from lrf_optuna.study import SamplerSettings, open_study, remaining_trials
+
+__all__ = ["make_objective", "plan_from_trial", "profile_model", "run_study"]
+
+logger = logging.getLogger(__name__)
+PROXIES = ("layerwise", "model")
+
+
+def profile_model(
+    model: keras.Model,
+    calibration_x: np.ndarray,
+    *,
+    settings: ProfileSettings | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    analysis: ModelAnalysis | None = None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
+    """The calibration profile (see ``lrf_optuna.profile``), cached under ``cache_dir``."""
+    settings = settings or ProfileSettings()
+    data = check_calibration(model, calibration_x)
+    analysis = analysis or analyze(model)
+    compute = lambda: run_profile(
+        model, data, settings=settings, analysis=analysis, show_progress=show_progress
+    )
+    return cached_profile(model, data, settings, cache_dir, compute)
+
+
+def make_objective(
+    model: keras.Model,
+    calibration_x: np.ndarray,
+    *,
+    profile: pd.DataFrame | None = None,
+    proxy: str = "layerwise",
+    metric: str = DEFAULT_METRIC,
+    aggregator: str = DEFAULT_AGGREGATOR,
+    constraints: Constraints | None = None,
+    methods: tuple[str, ...] | None = None,
+    profile_settings: ProfileSettings | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Objective:
+    """The objective for ``study.optimize`` (also usable alone through ``.evaluate``)."""
+    if proxy not in PROXIES:
+        raise ValueError(f"Invalid `proxy`: expected one of {list(PROXIES)}, received {proxy!r}")
+    analysis = analyze(model)
+    space = SearchSpace.from_analysis(analysis, methods=methods)
+    if proxy == "model":
+        data = check_calibration(model, calibration_x)
+        scorer = ModelProxy(
+            model,
+            analysis,
+            data[: (profile_settings or ProfileSettings()).max_samples],
+            metric=metric,
+            seed=seed,
+        )
+    else:
+        if profile is None:
+            profile = profile_model(
+                model,
+                calibration_x,
+                settings=profile_settings,
+                cache_dir=cache_dir,
+                analysis=analysis,
+                show_progress=show_progress,
+            )
+        scorer = LayerwiseProxy(profile, analysis, metric=metric, aggregator=aggregator)
+    return Objective(analysis, space, scorer, constraints=constraints)
+
+
+def run_study(
+    model: keras.Model,
+    calibration_x: np.ndarray,
+    *,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str = "lrf_optuna",
+    n_trials: int = 300,
+    seed: int = 0,
+    sampler: str = "nsga2",
+    population_size: int = 50,
+    crossover: str = "uniform",
+    timeout: float | None = None,
+    show_progress: bool = True,
+    **objective_options,
+) -> optuna.Study:
+    """Run (or resume) the search until ``n_trials`` trials are COMPLETE; return the study.
+
+    ``storage`` defaults to ``sqlite:///studies/<study_name>.db``; calling again with
+    the same storage and name continues the study. ``objective_options`` go to
+    ``make_objective`` (proxy, metric, aggregator, constraints, methods, profile, ...).
+    """
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"Invalid `n_trials`: expected an integer >= 1, received {n_trials!r}")
+    settings = SamplerSettings(name=sampler, population_size=population_size, crossover=crossover, seed=seed)
+    objective_options.setdefault("cache_dir", os.path.join("studies", "cache"))
+    objective = make_objective(
+        model, calibration_x, seed=seed, show_progress=show_progress, **objective_options
+    )
+    storage = default_storage_url(study_name) if storage is None else storage
+    study = open_study(storage, study_name, settings, objective.space)
+    _record_settings(study, objective, objective_options)
+    remaining = remaining_trials(study, n_trials)
+    logger.info("study '%s': %d trial(s) to run", study_name, remaining)
+    if remaining:
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=timeout,
+            show_progress_bar=show_progress,
+            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))],
+        )
+    return study
+
+
+def _record_settings(study: optuna.Study, objective: Objective, options: dict) -> None:
+    if "lrf_optuna:base_params" in study.user_attrs:
+        return
+    study.set_user_attr("lrf_optuna:base_params", objective.analysis.cost.params)
+    study.set_user_attr("lrf_optuna:base_macs", objective.analysis.cost.macs)
+    for key in ("proxy", "metric", "aggregator"):
+        default = {"proxy": "layerwise", "metric": DEFAULT_METRIC, "aggregator": DEFAULT_AGGREGATOR}[key]
+        study.set_user_attr(f"lrf_optuna:{key}", options.get(key, default))
+
+
+def plan_from_trial(
+    model: keras.Model | SearchSpace,
+    trial: optuna.trial.FrozenTrial,
+    *,
+    methods: tuple[str, ...] | None = None,
+) -> dict[str, tuple[str, int]]:
+    """The plan a trial scored, replayed through ``optuna.trial.FixedTrial``."""
+    space = (
+        model
+        if isinstance(model, SearchSpace)
+        else SearchSpace.from_analysis(analyze(model), methods=methods)
+    )
+    return space.plan_of(trial)

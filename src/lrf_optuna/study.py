@@ -1,0 +1,109 @@
+"""Study creation, anchors and resumable runs: NSGA-II by default."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import optuna
+
+from lrf_optuna.objective import DIRECTIONS, METRIC_NAMES
+from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.storage import open_storage
+
+__all__ = ["SamplerSettings", "anchor_params", "make_sampler", "open_study", "remaining_trials"]
+
+logger = logging.getLogger(__name__)
+ANCHORS_ATTR = "lrf_optuna:anchors_enqueued"
+ANCHOR_FRACTIONS = (0.25, 0.5)
+CROSSOVERS = ("uniform", "blxalpha", "sbx", "spx", "undx", "vsbx")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSettings:
+    """``name``: "nsga2" (default), "nsga3" or "tpe"; ``crossover`` for the NSGA samplers."""
+
+    name: str = "nsga2"
+    population_size: int = 50
+    crossover: str = "uniform"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.name not in ("nsga2", "nsga3", "tpe"):
+            raise ValueError(
+                f"Invalid `sampler`: expected one of ['nsga2', 'nsga3', 'tpe'], received {self.name!r}"
+            )
+        if self.crossover not in CROSSOVERS:
+            raise ValueError(
+                f"Invalid `crossover`: expected one of {list(CROSSOVERS)}, received {self.crossover!r}"
+            )
+        if self.population_size < 2:
+            raise ValueError(f"Invalid `population_size`: expected >= 2, received {self.population_size}")
+
+
+def _crossover(name: str) -> optuna.samplers.nsgaii.BaseCrossover:
+    module = optuna.samplers.nsgaii
+    classes = {
+        "uniform": module.UniformCrossover,
+        "blxalpha": module.BLXAlphaCrossover,
+        "sbx": module.SBXCrossover,
+        "spx": module.SPXCrossover,
+        "undx": module.UNDXCrossover,
+        "vsbx": module.VSBXCrossover,
+    }
+    return classes[name]()
+
+
+def make_sampler(settings: SamplerSettings, *, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """A seeded sampler; ``offset`` (trials already run) keeps a resume from replaying them."""
+    seed = settings.seed + offset
+    if settings.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    cls = optuna.samplers.NSGAIISampler if settings.name == "nsga2" else optuna.samplers.NSGAIIISampler
+    return cls(population_size=settings.population_size, crossover=_crossover(settings.crossover), seed=seed)
+
+
+def open_study(storage, study_name: str, settings: SamplerSettings, space: SearchSpace) -> optuna.Study:
+    """Create the study (once) or load it; the sampler is rebuilt each time (Optuna doesn't store it)."""
+    storage = open_storage(storage)
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, directions=DIRECTIONS, load_if_exists=True
+    )
+    if [d.name.lower() for d in study.directions] != DIRECTIONS:
+        raise ValueError(
+            f"Invalid study '{study_name}': expected directions {DIRECTIONS}, received "
+            f"{[d.name.lower() for d in study.directions]}. Use another --study name."
+        )
+    _check_space(study, space)
+    study.sampler = make_sampler(settings, offset=len(study.get_trials(deepcopy=False)))
+    if study.metric_names is None:
+        study.set_metric_names(METRIC_NAMES)
+    if not study.user_attrs.get(ANCHORS_ATTR):
+        for params in anchor_params(space):
+            study.enqueue_trial(params, skip_if_exists=True)
+        study.set_user_attr(ANCHORS_ATTR, True)
+    return study
+
+
+def _check_space(study: optuna.Study, space: SearchSpace) -> None:
+    expected = space.distributions()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))[:1]:
+        if set(trial.distributions) != set(expected):
+            raise ValueError(
+                f"Invalid study '{study.study_name}': it was searched over other layers or ranks "
+                "(another model or other settings). Use a new study name, or the original model."
+            )
+
+
+def anchor_params(space: SearchSpace) -> list[dict[str, object]]:
+    """All-"none", then every method used uniformly at a few fractions of its useful ranks."""
+    methods = sorted({m for layer in space.layers for m in layer.useful_ranks})
+    anchors = [space.uniform_params("none", 1.0, fallback="none")]
+    anchors += [space.uniform_params(m, f) for m in methods for f in ANCHOR_FRACTIONS]
+    return anchors
+
+
+def remaining_trials(study: optuna.Study, n_trials: int) -> int:
+    """Trials still to run so that ``n_trials`` are COMPLETE (a RUNNING one does not count)."""
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    return max(0, n_trials - complete)

@@ -1,0 +1,72 @@
+"""Shared helpers: tiny single-layer models, seeded weights and output comparison."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tiny SVDs: a multithreaded OpenBLAS only adds contention on a busy 2-core machine
+# (0.9 s instead of 3 ms for a 576 x 64 SVD was measured), and one thread keeps the
+# floating-point results independent of the thread count.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import lrf_optuna  # noqa: E402, F401  (registers TTDense/TuckerDense for load_model)
+
+# float32 outputs of a chain of layers vs the original layer: relative to the largest output.
+FLOAT32_RTOL = 1e-5
+
+
+def single_layer_model(input_shape: tuple[int, ...], layer: keras.layers.Layer) -> keras.Model:
+    """Input -> ``layer``, as a Functional model."""
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, layer(inputs))
+
+
+def randomize_weights(model: keras.Model, seed: int = 0) -> keras.Model:
+    """Overwrite every weight with seeded values (positive ones for BatchNorm variances)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for weight in model.weights:
+        shape = tuple(weight.shape)
+        if "variance" in weight.path:
+            values.append(rng.uniform(0.5, 1.5, shape))
+        else:
+            values.append(rng.standard_normal(shape) / np.sqrt(max(1, _fan_in(shape))))
+    for weight, value in zip(model.weights, values):
+        weight.assign(value.astype(weight.dtype))
+    return model
+
+
+def _fan_in(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+
+
+def sample_input(model: keras.Model, batch: int = 2, seed: int = 1) -> np.ndarray:
+    shape = tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).standard_normal((batch, *shape)).astype("float32")
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def assert_outputs_close(actual: np.ndarray, expected: np.ndarray, rtol: float = FLOAT32_RTOL) -> None:
+    """Max abs difference within ``rtol`` of the largest expected magnitude."""
+    assert actual.shape == expected.shape
+    scale = float(np.max(np.abs(expected)))
+    assert scale > 0, "degenerate reference output"
+    error = float(np.max(np.abs(actual - expected)))
+    assert error <= rtol * scale, f"max abs error {error:.3g} > {rtol:g} * {scale:.3g}"
+
+
+def weights_by_path(model: keras.Model) -> dict[str, np.ndarray]:
+    return {w.path: keras.ops.convert_to_numpy(w).copy() for w in model.weights}
+
+
+@pytest.fixture(autouse=True)
+def _seed_keras():
+    keras.utils.set_random_seed(0)
