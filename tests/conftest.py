@@ -10,11 +10,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # floating-point results independent of the thread count.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-import lrf_optuna  # noqa: E402, F401  (registers TTDense/TuckerDense for load_model)
+import lrf_optuna  # importing it registers TTDense/TuckerDense for load_model
 
 # float32 outputs of a chain of layers vs the original layer: relative to the largest output.
 FLOAT32_RTOL = 1e-5
@@ -70,3 +70,59 @@ def weights_by_path(model: keras.Model) -> dict[str, np.ndarray]:
 @pytest.fixture(autouse=True)
 def _seed_keras():
     keras.utils.set_random_seed(0)
+
+
+TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+
+
+def get_nested_layer(model: keras.Model, path: str) -> keras.layers.Layer:
+    """The layer at ``path`` ("outer/inner" for nested models)."""
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+def canonical_kernel(layer: keras.layers.Layer) -> np.ndarray:
+    """The layer's kernel in the documented canonical layout, derived here from Keras."""
+    if isinstance(layer, SEPARABLE):
+        pointwise = keras.ops.convert_to_numpy(layer.pointwise_kernel)
+        return pointwise.reshape(pointwise.shape[-2:])
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    return np.swapaxes(kernel, -1, -2) if isinstance(layer, TRANSPOSED) else kernel
+
+
+def set_canonical_kernel(layer: keras.layers.Layer, kernel: np.ndarray) -> None:
+    if isinstance(layer, SEPARABLE):
+        layer.pointwise_kernel.assign(kernel.reshape(tuple(layer.pointwise_kernel.shape)))
+    elif isinstance(layer, TRANSPOSED):
+        layer.kernel.assign(np.swapaxes(kernel, -1, -2))
+    else:
+        layer.kernel.assign(kernel)
+
+
+def with_kernels(model: keras.Model, kernels: dict[str, np.ndarray]) -> keras.Model:
+    """A copy of ``model`` whose named layers use the given canonical kernels."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for path, kernel in kernels.items():
+        set_canonical_kernel(get_nested_layer(copy, path), kernel)
+    return copy
+
+
+def reconstructed_kernels(model: keras.Model, plan: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """For each planned layer, the kernel its factorized chain computes (NumPy only)."""
+    analysis = lrf_optuna.analyze(model)
+    result = {}
+    for path, (method, rank) in plan.items():
+        geom = analysis.specs[path].geometry
+        factorizer = lrf_optuna.get_factorizer(geom.kind, method)
+        kernel = canonical_kernel(get_nested_layer(model, path))
+        result[path] = factorizer.reconstruct(factorizer.decompose(kernel, geom, rank, seed=seed), geom, rank)
+    return result
+
+
+def reference_model(model: keras.Model, plan: dict, seed: int = 0) -> keras.Model:
+    """The original architecture carrying the kernels that ``materialize(model, plan)`` computes."""
+    return with_kernels(model, reconstructed_kernels(model, plan, seed))

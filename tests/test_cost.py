@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import pytest
 import tensorflow as tf
-from conftest import single_layer_model
 
 import lrf_optuna as lo
+from conftest import single_layer_model
 
 L = keras.layers
 

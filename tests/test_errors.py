@@ -18,14 +18,15 @@ ENTRY_POINTS = [
     pytest.param(lo.plan_cost, id="plan_cost"),
     pytest.param(lambda model, plan: lo.analyze(model).resolve(plan), id="analyze_resolve"),
 ]
-COMPRESSIBLE = ["conv", "deconv", "conv1d", "fc"]
+COMPRESSIBLE = ["conv", "pw", "deconv", "conv1d", "fc"]
 
 
 @pytest.fixture(scope="module")
 def model() -> keras.Model:
-    """conv (Conv2D), dw (DepthwiseConv2D), deconv (Conv2DTranspose), conv1d, fc (Dense)."""
+    """conv (Conv2D), pw (1x1 Conv2D), dw (DepthwiseConv2D), deconv (Conv2DTranspose), conv1d, fc."""
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(4, 3, name="conv")(inputs)  # max_rank 9 (spatial SVD: min(3*3, 3*4))
+    x = L.Conv2D(4, 1, name="pw")(x)
     x = L.DepthwiseConv2D(3, name="dw")(x)
     x = L.Conv2DTranspose(4, 3, name="deconv")(x)
     x = L.Reshape((-1, 4))(x)
@@ -44,6 +45,7 @@ def test_catalog_of_the_error_model(model):
     assert list(analysis.specs) == COMPRESSIBLE
     assert analysis.specs["conv"].max_rank == 9
     assert analysis.specs["conv1d"].methods == ("tucker2", "cp", "svd")
+    assert analysis.specs["pw"].methods == ("svd",)
     assert analysis.specs["deconv"].methods == ("tucker2", "svd", "spatial_svd")
     assert set(analysis.refused) == {"dw"}
     assert "depthwise convolution" in analysis.refused["dw"]
@@ -88,6 +90,13 @@ def test_dense_method_on_a_conv_layer(model, apply):
             "['tucker2', 'svd', 'spatial_svd', 'none']",
             "Keras has no such stock layer",
             id="cp_on_transposed_conv",
+        ),
+        pytest.param(
+            "pw",
+            "tucker2",
+            "['svd', 'none']",
+            "on a 1x1 kernel it computes the same approximation as `svd`",
+            id="tucker2_on_pointwise_conv",
         ),
     ],
 )
@@ -140,7 +149,9 @@ def test_malformed_plan_entry(model, apply, entry):
         apply(model, {"conv": entry})
 
 
-@pytest.mark.parametrize("plan", [pytest.param([("conv", ("svd", 2))], id="list"), pytest.param("conv", id="str")])
+@pytest.mark.parametrize(
+    "plan", [pytest.param([("conv", ("svd", 2))], id="list"), pytest.param("conv", id="str")]
+)
 def test_plan_must_be_a_mapping(model, apply, plan):
     with pytest.raises(TypeError, match=r"Invalid `plan`: expected a mapping .*, received (list|str)"):
         apply(model, plan)

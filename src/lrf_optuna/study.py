@@ -105,5 +105,6 @@ def anchor_params(space: SearchSpace) -> list[dict[str, object]]:
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     """Trials still to run so that ``n_trials`` are COMPLETE (a RUNNING one does not count)."""
-    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    complete = len([t for t in trials if "lrf_optuna:finetuned_from" not in t.user_attrs])
     return max(0, n_trials - complete)

@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable
 
 import keras
 import numpy as np
 import pytest
+
+import lrf_optuna as lo
 from conftest import (
     assert_outputs_close,
+    canonical_kernel,
     predict,
     randomize_weights,
     sample_input,
     single_layer_model,
+    with_kernels,
 )
-
-import lrf_optuna as lo
-
-# TensorLy clamps its SVD initialisation when a CP rank exceeds a mode size: harmless here.
-pytestmark = pytest.mark.filterwarnings("ignore:Trying to compute SVD with n_eigenvecs:UserWarning")
 
 L = keras.layers
 NAME = "target"
-TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
 
 CONV_2D = ("tucker2", "cp", "svd", "spatial_svd")
 CONV_ND = ("tucker2", "cp", "svd")
@@ -73,6 +71,8 @@ CASES = (
         CONV_2D,
         "Conv2D",
     ),
+    # 1x1: only channel SVD is offered (the others compute the same approximation, dearer).
+    Case("conv2d_pointwise", (5, 5, 8), lambda: L.Conv2D(6, 1, name=NAME), ("svd",), "Conv2D"),
     Case("conv2d_grouped", (7, 7, 6), lambda: L.Conv2D(8, 3, groups=2, name=NAME), CONV_2D, "Conv2D"),
     Case(
         "conv3d_no_bias",
@@ -187,27 +187,8 @@ def low_rank(b: Built, method: str) -> int:
     return max(1, b.factorizer(method).full_rank(b.geom) // 2)
 
 
-def canonical_kernel(layer: keras.layers.Layer) -> np.ndarray:
-    """The layer's kernel in the documented canonical layout, derived here from Keras."""
-    if isinstance(layer, SEPARABLE):
-        pointwise = keras.ops.convert_to_numpy(layer.pointwise_kernel)
-        return pointwise.reshape(pointwise.shape[-2:])
-    kernel = keras.ops.convert_to_numpy(layer.kernel)
-    return np.swapaxes(kernel, -1, -2) if isinstance(layer, TRANSPOSED) else kernel
-
-
 def with_kernel(model: keras.Model, kernel: np.ndarray) -> keras.Model:
-    """A copy of ``model`` whose target layer uses the canonical ``kernel``."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    layer = copy.get_layer(NAME)
-    if isinstance(layer, SEPARABLE):
-        layer.pointwise_kernel.assign(kernel.reshape(tuple(layer.pointwise_kernel.shape)))
-    elif isinstance(layer, TRANSPOSED):
-        layer.kernel.assign(np.swapaxes(kernel, -1, -2))
-    else:
-        layer.kernel.assign(kernel)
-    return copy
+    return with_kernels(model, {NAME: kernel})
 
 
 NUMPY_ACTIVATIONS = {"linear": lambda v: v, "tanh": np.tanh, "relu": lambda v: np.maximum(v, 0)}
@@ -474,7 +455,7 @@ def test_cost_is_monotone_and_useful_rank_is_the_boundary(case_id, method):
     b = built(case_id)
     factorizer, original = b.factorizer(method), lo.model_cost(b.model)
     costs = [factorizer.cost(b.geom, r) for r in range(1, b.spec.max_rank + 1)]
-    for smaller, larger in zip(costs, costs[1:]):
+    for smaller, larger in itertools.pairwise(costs):
         assert smaller.params <= larger.params and smaller.macs <= larger.macs
     useful, full = b.spec.useful_ranks[method], factorizer.full_rank(b.geom)
     assert 0 <= useful <= full  # ranks above the exact rank are clamped: never offered

@@ -29,8 +29,11 @@ def svd_init(tensor: np.ndarray, rank: int, seed: int) -> list[np.ndarray]:
 
 
 def _solve(gram: np.ndarray, mttkrp: np.ndarray) -> np.ndarray:
-    # Least squares factor update; lstsq copes with rank-deficient Gram matrices.
-    return np.linalg.lstsq(gram, mttkrp.T, rcond=None)[0].T
+    """Factor update ``mttkrp @ inv(gram)``; lstsq only when the Gram matrix is singular."""
+    try:
+        return np.linalg.solve(gram, mttkrp.T).T
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(gram, mttkrp.T, rcond=None)[0].T
 
 
 def cp_als(

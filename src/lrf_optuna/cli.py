@@ -1,0 +1,113 @@
+"""The ``lrf-optuna`` command line: demo, profile, search, finetune, report, dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+DEFAULT_MODEL = "studies/models/vgg_small.keras"
+logger = logging.getLogger("lrf_optuna")
+
+
+def _common(parser: argparse.ArgumentParser, *, study: bool = True, model: bool = True) -> None:
+    if model:
+        parser.add_argument(
+            "--model", default=DEFAULT_MODEL, help="trained .keras model (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--data",
+            default="fashion-mnist",
+            help="'fashion-mnist' or an .npz with x_train, y_train, x_test, y_test",
+        )
+        parser.add_argument(
+            "--calibration", type=int, default=256, help="calibration samples (default: %(default)s)"
+        )
+    if study:
+        parser.add_argument("--study", default="demo", help="study name (default: %(default)s)")
+        parser.add_argument(
+            "--storage", default=None, help="storage URL (default: sqlite:///studies/<study>.db)"
+        )
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling, decompositions and training")
+
+
+def _search_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trials", type=int, default=300, help="total COMPLETE trials to reach (default: %(default)s)"
+    )
+    parser.add_argument("--proxy", choices=["layerwise", "model"], default="layerwise")
+    parser.add_argument("--metric", choices=["cka", "cosine", "nmse"], default=None, help="similarity metric")
+    parser.add_argument("--aggregator", choices=["mean", "product", "min", "weighted"], default=None)
+    parser.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe"], default="nsga2")
+    parser.add_argument(
+        "--population", type=int, default=50, help="NSGA population size (default: %(default)s)"
+    )
+    parser.add_argument("--max-params", type=int, default=None, help="constraint: at most this many params")
+    parser.add_argument("--max-macs", type=int, default=None, help="constraint: at most this many MACs")
+    parser.add_argument(
+        "--min-similarity", type=float, default=None, help="constraint: similarity at least this"
+    )
+
+
+def _finetune_options(parser: argparse.ArgumentParser) -> None:
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument(
+        "--trial", type=int, default=None, help="trial number to compress (default: Pareto knee)"
+    )
+    pick.add_argument(
+        "--pick-min-similarity", type=float, default=None, help="fewest params with similarity >= x"
+    )
+    pick.add_argument("--pick-max-params", type=int, default=None, help="most similar with params <= n")
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument("--distill", action="store_true", help="distill from the original model's outputs")
+    parser.add_argument(
+        "--output", default=None, help="compressed .keras path (default: studies/<study>-trial<N>.keras)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lrf-optuna", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser("demo", help="the whole method on real Fashion-MNIST with the default model")
+    _common(demo)
+    _search_options(demo)
+    _finetune_options(demo)
+    profile = commands.add_parser("profile", help="compute (or load) the calibration profile and print it")
+    _common(profile, study=False)
+    profile.add_argument("--ranks", type=int, default=8, help="ranks per method (<= 16)")
+    search = commands.add_parser("search", help="run or resume the NSGA-II search")
+    _common(search)
+    _search_options(search)
+    tune = commands.add_parser("finetune", help="select a trial, materialize it, fine-tune once, save")
+    _common(tune)
+    _finetune_options(tune)
+    report = commands.add_parser("report", help="Pareto table and HTML/PNG figures of a study")
+    _common(report)
+    report.add_argument("--out", default=None, help="output directory (default: studies/<study>-report)")
+    board = commands.add_parser("dashboard", help="start optuna-dashboard on the study's storage")
+    _common(board, model=False)
+    board.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, local only)")
+    board.add_argument("--port", type=int, default=8080)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from lrf_optuna import commands  # heavy imports (TensorFlow) only after --help
+
+    try:
+        return getattr(commands, f"run_{args.command}")(args)
+    except (FileNotFoundError, ValueError, TypeError, PermissionError) as error:
+        logger.error("%s", error)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted: the study keeps every finished trial; run the same command to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

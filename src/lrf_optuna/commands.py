@@ -1,0 +1,147 @@
+"""Implementations of the ``lrf-optuna`` sub-commands (argparse namespaces in, exit code out)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import optuna
+
+from lrf_optuna.analysis import analyze
+from lrf_optuna.model_io import load_arrays, load_model_file
+from lrf_optuna.objective import Constraints
+from lrf_optuna.profile import ProfileSettings
+from lrf_optuna.records import artifact_dir_for
+from lrf_optuna.report import summary_table, write_report
+from lrf_optuna.search import profile_model, run_study
+from lrf_optuna.select import select_trial
+from lrf_optuna.storage import default_storage_url, open_storage
+from lrf_optuna.workflow import calibration_subset, compress_trial
+
+logger = logging.getLogger("lrf_optuna")
+CACHE_DIR = Path("studies") / "cache"
+
+
+def _storage_url(args: argparse.Namespace) -> str:
+    return args.storage or default_storage_url(args.study)
+
+
+def _load(args: argparse.Namespace):
+    model = load_model_file(args.model)
+    train, test = load_arrays(args.data)
+    return model, train, test
+
+
+def _search(args: argparse.Namespace, model, x_train) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options = {k: getattr(args, k) for k in ("metric", "aggregator") if getattr(args, k) is not None}
+    constraints = Constraints(args.max_params, args.max_macs, args.min_similarity)
+    return run_study(
+        model, calibration_subset(x_train, args.calibration, seed=args.seed),
+        storage=_storage_url(args), study_name=args.study, n_trials=args.trials, seed=args.seed,
+        sampler=args.sampler, population_size=args.population, proxy=args.proxy,
+        constraints=constraints, cache_dir=CACHE_DIR, **options,
+    )  # fmt: skip
+
+
+def _load_study(args: argparse.Namespace) -> optuna.Study:
+    url = _storage_url(args)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise FileNotFoundError(f"Invalid --storage: no database at '{url}'. Run `lrf-optuna search` first.")
+    names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
+    if args.study not in names:
+        raise ValueError(f"Invalid --study: expected one of {names} in {url}, received {args.study!r}")
+    return optuna.load_study(study_name=args.study, storage=open_storage(url))
+
+
+def _finetune(args: argparse.Namespace, model, study, train, test) -> int:
+    trial = select_trial(
+        study,
+        trial_number=args.trial,
+        min_similarity=args.pick_min_similarity,
+        max_params=args.pick_max_params,
+    )
+    output = Path(args.output or f"studies/{args.study}-trial{trial.number}.keras")
+    done = compress_trial(
+        model, study, trial, train=train, test=test, output=output, artifact_dir=artifact_dir_for(_storage_url(args)),
+        epochs=args.epochs, distill=args.distill, seed=args.seed, input_path=Path(args.model),
+    )  # fmt: skip
+    print(f"\nTrial {trial.number} (similarity {trial.values[2]:.4f}), {len(done.plan)} layer(s) factorized")
+    print(summary_table(done.original_cost, done.cost, done.result))
+    print(f"\nCompressed model: {done.path}")
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    model, (x_train, _), _ = _load(args)
+    settings = ProfileSettings(ranks_per_method=args.ranks, seed=args.seed)
+    profile = profile_model(
+        model,
+        calibration_subset(x_train, args.calibration, seed=args.seed),
+        settings=settings,
+        cache_dir=CACHE_DIR,
+    )
+    print(profile.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    model, (x_train, _), _ = _load(args)
+    study = _search(args, model, x_train)
+    print(
+        f"study '{study.study_name}': {len(study.trials)} trials, {len(study.best_trials)} on the Pareto front"
+    )
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    model, train, test = _load(args)
+    return _finetune(args, model, _load_study(args), train, test)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    model = load_model_file(args.model)
+    study = _load_study(args)
+    out = Path(args.out or f"studies/{args.study}-report")
+    for path in write_report(study, out, layers=list(analyze(model).specs)):
+        print(path)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    model, train, test = _load(args)
+    study = _search(args, model, train[0])
+    _finetune(args, model, study, train, test)
+    out = Path(f"studies/{args.study}-report")
+    written = write_report(study, out, layers=list(analyze(model).specs))
+    print(f"\nPareto front: {out / 'pareto_2d.html'} ({len(written)} report files in {out})")
+    print(f"Dashboard:    lrf-optuna dashboard --study {args.study}   (then open http://127.0.0.1:8080)")
+    print("Run `make demo` again to resume the same study.")
+    return 0
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    study = _load_study(args)  # fails clearly on a missing database or study
+    url = _storage_url(args)
+    artifacts = artifact_dir_for(url)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving on %s: anyone who can reach this address can read the study", args.host)
+    print(
+        f"optuna-dashboard for study '{study.study_name}' on http://{args.host}:{args.port}/dashboard/",
+        flush=True,
+    )
+    run_server(
+        open_storage(url),
+        host=args.host,
+        port=args.port,
+        artifact_store=FileSystemArtifactStore(str(artifacts)),
+    )
+    return 0

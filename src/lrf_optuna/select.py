@@ -1,0 +1,88 @@
+"""Pick one trial of a finished search: the Pareto knee by default."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+
+__all__ = ["feasible_trials", "pareto_trials", "select_trial"]
+
+FINETUNED_FROM = "lrf_optuna:finetuned_from"
+
+
+def _is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(value <= 0.0 for value in trial.constraints.values())
+
+
+def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """COMPLETE, feasible search trials (fine-tuning records excluded)."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [t for t in trials if _is_feasible(t) and FINETUNED_FROM not in t.user_attrs]
+
+
+def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated feasible trials (params min, MACs min, similarity max), by params."""
+    trials = feasible_trials(study)
+    points = np.array([[t.values[0], t.values[1], -t.values[2]] for t in trials], dtype=float)
+    front = []
+    for index, point in enumerate(points):
+        dominated = np.any(np.all(points <= point, axis=1) & np.any(points < point, axis=1))
+        if not dominated:
+            front.append(trials[index])
+    return sorted(front, key=lambda t: (t.values[0], t.values[1]))
+
+
+def _knee(front: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
+    # Closest point to the ideal corner after scaling each objective to [0, 1] on the front.
+    points = np.array([[t.values[0], t.values[1], -t.values[2]] for t in front], dtype=float)
+    span = np.ptp(points, axis=0)
+    scaled = (points - points.min(axis=0)) / np.where(span > 0, span, 1.0)
+    return front[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
+
+
+def select_trial(
+    study: optuna.Study,
+    *,
+    trial_number: int | None = None,
+    min_similarity: float | None = None,
+    max_params: int | None = None,
+) -> optuna.trial.FrozenTrial:
+    """The knee of the Pareto front, or: a trial number; the fewest params with
+    similarity >= ``min_similarity``; the most similar with params <= ``max_params``."""
+    chosen = [o for o in (trial_number, min_similarity, max_params) if o is not None]
+    if len(chosen) > 1:
+        raise ValueError(
+            "Invalid selection: expected at most one of trial_number, min_similarity, max_params"
+        )
+    trials = feasible_trials(study)
+    if not trials:
+        raise ValueError(
+            f"Invalid study '{study.study_name}': expected at least one complete feasible trial, "
+            "received none. Run the search first (lrf-optuna search)."
+        )
+    if trial_number is not None:
+        match = [t for t in trials if t.number == trial_number]
+        if not match:
+            numbers = sorted(t.number for t in trials)
+            raise ValueError(
+                f"Invalid `trial_number`: expected a complete feasible trial "
+                f"({numbers[0]}..{numbers[-1]}, see the dashboard), received {trial_number}"
+            )
+        return match[0]
+    if min_similarity is not None:
+        ok = [t for t in trials if t.values[2] >= min_similarity]
+        best = max(t.values[2] for t in trials)
+        if not ok:
+            raise ValueError(
+                f"Invalid `min_similarity`: expected <= {best:.4f} (best found), received {min_similarity}"
+            )
+        return min(ok, key=lambda t: (t.values[0], t.values[1], -t.values[2]))
+    if max_params is not None:
+        ok = [t for t in trials if t.values[0] <= max_params]
+        if not ok:
+            smallest = min(int(t.values[0]) for t in trials)
+            raise ValueError(
+                f"Invalid `max_params`: expected >= {smallest} (smallest found), received {max_params}"
+            )
+        return max(ok, key=lambda t: (t.values[2], -t.values[0]))
+    return _knee(pareto_trials(study))

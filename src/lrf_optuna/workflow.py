@@ -1,0 +1,67 @@
+"""The steps the CLI chains: calibration subset, pick + materialize + fine-tune + record."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+
+from lrf_optuna.analysis import analyze
+from lrf_optuna.cost import Cost
+from lrf_optuna.finetune import FinetuneResult, finetune
+from lrf_optuna.model_io import save_model_atomic
+from lrf_optuna.records import record_finetune
+from lrf_optuna.search import plan_from_trial
+from lrf_optuna.surgery import materialize
+
+__all__ = ["Compressed", "calibration_subset", "compress_trial"]
+
+logger = logging.getLogger(__name__)
+
+
+def calibration_subset(x: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
+    """``size`` samples drawn without replacement (seeded), or all when fewer."""
+    if size >= len(x):
+        return np.asarray(x)
+    return np.asarray(x)[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Compressed:
+    trial: optuna.trial.FrozenTrial
+    plan: dict[str, tuple[str, int]]
+    original_cost: Cost
+    cost: Cost
+    result: FinetuneResult
+    path: Path
+
+
+def compress_trial(
+    model: keras.Model,
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    *,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    output: Path,
+    artifact_dir: Path,
+    epochs: int = 1,
+    distill: bool = False,
+    seed: int = 0,
+    input_path: Path | None = None,
+) -> Compressed:
+    """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study."""
+    plan = plan_from_trial(model, trial)
+    logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
+    compressed = materialize(model, plan, seed=seed)
+    result = finetune(
+        compressed, train, validation_data=test, epochs=epochs, original=model, distill=distill, seed=seed
+    )
+    path = save_model_atomic(compressed, output, protect=[input_path] if input_path else [])
+    record_finetune(study, trial, result, path, artifact_dir)
+    original = analyze(model).cost
+    return Compressed(trial, plan, original, analyze(compressed).cost, result, path)
