@@ -103,19 +103,19 @@ def assert_materializes_the_reference(model: keras.Model, plan: dict) -> keras.M
     return compressed
 
 
-def full_rank_plan(model: keras.Model, exclude: tuple[str, ...] = ("cp",)) -> dict:
-    """Every compressible layer at its full rank, cycling through the exact methods."""
+def full_rank_plan(model: keras.Model, specs: list[lo.LayerSpec] | None = None) -> dict:
+    """Every compressible layer at its full rank, cycling through the exact methods (not cp)."""
     plan = {}
-    for index, spec in enumerate(lo.compressible_layers(model)):
-        methods = [m for m in spec.methods if m not in exclude]
+    for index, spec in enumerate(specs or lo.compressible_layers(model)):
+        methods = [m for m in spec.methods if m != "cp"]
         plan[spec.name] = (methods[index % len(methods)], spec.max_rank)
     return plan
 
 
-def mixed_plan(model: keras.Model) -> dict:
+def mixed_plan(model: keras.Model, specs: list[lo.LayerSpec] | None = None) -> dict:
     """Every method in turn at half its useful rank; every third layer left out."""
     plan = {}
-    for index, spec in enumerate(lo.compressible_layers(model)):
+    for index, spec in enumerate(specs or lo.compressible_layers(model)):
         method = spec.methods[index % len(spec.methods)]
         useful = spec.useful_ranks[method]
         plan[spec.name] = "none" if index % 3 == 2 else (method, max(1, useful // 2))
@@ -297,15 +297,17 @@ def _application(name: str) -> keras.Model:
     return randomize_weights(model, seed=5)
 
 
-def _check_application(model: keras.Model, full_plan: dict, low_plan: dict) -> None:
+def _check_application(model: keras.Model, analysis: lo.ModelAnalysis, full_plan: dict, low_plan: dict):
     x = sample_input(model)
     expected = predict(model, x)
     exact = lo.materialize(model, full_plan)
     # Tens of layers deep: float32 round-off grows a little with depth.
     assert_outputs_close(predict(exact, x), expected, rtol=1e-4)
     compressed = lo.materialize(model, low_plan)
-    assert lo.plan_cost(model, low_plan) == lo.model_cost(compressed)
-    assert compressed.count_params() == lo.plan_cost(model, low_plan).params
+    predicted = analysis.plan_cost(low_plan)
+    assert predicted == lo.model_cost(compressed)
+    assert predicted.params == compressed.count_params()
+    assert predicted.strictly_below(analysis.cost)
     assert predict(compressed, x).shape == expected.shape
 
 
@@ -317,20 +319,22 @@ def test_mobilenet_v2_some_layers():
     assert len(analysis.specs) == 36
     assert len(analysis.refused) == 17 and all("depthwise" in r for r in analysis.refused.values())
     names = ["Conv1", "block_1_expand", "block_1_project", "block_6_expand", "Conv_1", "predictions"]
-    full = {name: plan for name, plan in full_rank_plan(model).items() if name in names}
-    low = {name: plan for name, plan in mixed_plan(model).items() if name in names}
-    assert len(full) == len(names)
-    _check_application(model, full, low)
+    specs = [analysis.specs[name] for name in names]
+    _check_application(model, analysis, full_rank_plan(model, specs), mixed_plan(model, specs))
 
 
 @pytest.mark.slow
 def test_mobilenet_v2_all_layers():
     model = _application("mobilenet_v2")
-    _check_application(model, full_rank_plan(model), mixed_plan(model))
+    analysis = lo.analyze(model)
+    specs = list(analysis.specs.values())
+    _check_application(model, analysis, full_rank_plan(model, specs), mixed_plan(model, specs))
 
 
 @pytest.mark.slow
 def test_resnet50_all_layers():
     model = _application("resnet50")
-    assert len(lo.compressible_layers(model)) == 54
-    _check_application(model, full_rank_plan(model), mixed_plan(model))
+    analysis = lo.analyze(model)
+    specs = list(analysis.specs.values())
+    assert len(specs) == 54
+    _check_application(model, analysis, full_rank_plan(model, specs), mixed_plan(model, specs))

@@ -30,11 +30,16 @@ def linear_cka(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 
 def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean over samples of the cosine between original and approximated maps."""
+    """Mean over samples of the cosine between original and approximated maps.
+
+    A sample whose maps are both zero scores 1; only one of them zero scores 0.
+    """
     ref, cand = reference.astype(np.float64), candidate.astype(np.float64)
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    ref_norms, cand_norms = np.linalg.norm(ref, axis=1), np.linalg.norm(cand, axis=1)
+    norms = ref_norms * cand_norms
     dots = np.sum(ref * cand, axis=1)
-    safe = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0)
+    degenerate = np.where((ref_norms == 0) & (cand_norms == 0), 1.0, 0.0)
+    safe = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), degenerate)
     return float(np.mean(safe))
 
 

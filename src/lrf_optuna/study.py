@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 
 import optuna
 
@@ -77,7 +78,9 @@ def open_study(storage, study_name: str, settings: SamplerSettings, space: Searc
     _check_space(study, space)
     study.sampler = make_sampler(settings, offset=len(study.get_trials(deepcopy=False)))
     if study.metric_names is None:
-        study.set_metric_names(METRIC_NAMES)
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still the only way
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(METRIC_NAMES)
     if not study.user_attrs.get(ANCHORS_ATTR):
         for params in anchor_params(space):
             study.enqueue_trial(params, skip_if_exists=True)

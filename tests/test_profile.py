@@ -1,0 +1,271 @@
+"""The calibration profile: its grid of ranks, its costs, and its similarities checked
+against a direct computation through ``lo.materialize``."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import lrf_optuna as lo
+from lrf_optuna.profile import PROFILE_COLUMNS, rank_grid
+from search_support import calibration, nested_cnn, predict, settings, tiny_cnn
+
+COLUMNS = ["layer", "method", "rank", "params", "macs", "cka", "cosine", "nmse", "weight_error", "seconds"]
+SCORES = ["cka", "cosine", "nmse"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cnn()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return calibration(32)
+
+
+@pytest.fixture(scope="module")
+def profile(model, data):
+    return lo.profile_model(model, data, settings=settings(), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def linear_model():
+    return tiny_cnn(activation=None)
+
+
+@pytest.fixture(scope="module")
+def linear_profile(linear_model, data):
+    return lo.profile_model(linear_model, data, settings=settings(ranks_per_method=8), show_progress=False)
+
+
+def row(profile: pd.DataFrame, layer: str, method: str, rank: int) -> pd.Series:
+    rows = profile[(profile.layer == layer) & (profile.method == method) & (profile["rank"] == rank)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def middle_rank(profile: pd.DataFrame, layer: str, method: str) -> int:
+    ranks = sorted(profile[(profile.layer == layer) & (profile.method == method)]["rank"])
+    return int(ranks[len(ranks) // 2])
+
+
+def direct_scores(model: keras.Model, plan: dict, x: np.ndarray) -> dict[str, float]:
+    """Metrics between ``model`` and ``materialize(model, plan)`` outputs on ``x``."""
+    reference = predict(model, x)
+    candidate = predict(lo.materialize(model, plan), x)
+    return {name: lo.METRICS[name](reference, candidate) for name in SCORES}
+
+
+def truncated(model: keras.Model, layer: str) -> keras.Model:
+    """The model up to (and including) ``layer``: it becomes the last layer."""
+    return keras.Model(model.input, model.get_layer(layer).output)
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_columns(profile):
+    assert list(profile.columns) == COLUMNS == PROFILE_COLUMNS
+    assert len(profile) > 0
+    assert profile[["cka", "cosine", "nmse", "weight_error", "seconds"]].notna().all().all()
+    assert (profile["seconds"] >= 0).all()
+    assert profile["rank"].dtype.kind == "i" and profile["params"].dtype.kind == "i"
+
+
+def test_every_layer_and_useful_method_is_profiled(model, profile):
+    analysis = lo.analyze(model)
+    assert set(profile.layer) == set(analysis.specs) == {"c1", "c2", "d1", "d2"}
+    for name, spec in analysis.specs.items():
+        useful = {m for m, r in spec.useful_ranks.items() if r > 0}
+        assert set(profile[profile.layer == name].method) == useful
+
+
+def test_ranks_within_useful_range(model, profile):
+    analysis = lo.analyze(model)
+    per_method = settings().ranks_per_method
+    for (layer, method), rows in profile.groupby(["layer", "method"]):
+        ranks = rows["rank"].tolist()
+        useful = analysis.specs[layer].useful_ranks[method]
+        assert ranks == sorted(set(ranks)), (layer, method)
+        assert 1 <= min(ranks) and max(ranks) <= useful, (layer, method, ranks, useful)
+        assert len(ranks) <= per_method
+        assert ranks[0] == 1 and ranks[-1] == useful  # both ends of the useful range
+        assert len(ranks) == min(per_method, useful)
+
+
+@pytest.mark.parametrize(("useful", "count"), [(1, 8), (5, 8), (8, 8), (9, 8), (60, 4), (2048, 16), (7, 1)])
+def test_rank_grid(useful, count):
+    grid = rank_grid(useful, count)
+    assert grid == sorted(set(grid))
+    assert grid[0] == 1 and len(grid) == min(useful, count)
+    assert grid[-1] == (useful if count > 1 else 1)
+
+
+def test_costs_equal_factorizer_costs(model, profile):
+    analysis = lo.analyze(model)
+    for record in profile.itertuples():
+        geom = analysis.specs[record.layer].geometry
+        cost = lo.get_factorizer(geom.kind, record.method).cost(geom, record.rank)
+        assert (record.params, record.macs) == (cost.params, cost.macs)
+        # useful ranks only: strictly cheaper than the layer in params and MACs
+        assert cost.strictly_below(analysis.specs[record.layer].cost)
+
+
+def test_ranks_per_method_and_methods_settings(model, data):
+    profile = lo.profile_model(
+        model, data, settings=settings(ranks_per_method=2, methods=("svd",)), show_progress=False
+    )
+    assert set(profile.method) == {"svd"}
+    assert profile.groupby("layer").size().max() == 2
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_scores_are_similarities(profile):
+    for name in SCORES:
+        assert (profile[name] <= 1.0 + 1e-9).all()
+    assert (profile["cka"] >= 0).all() and (profile["nmse"] > 0).all()
+    assert ((profile["weight_error"] >= 0) & (profile["weight_error"] <= 1.0 + 1e-9)).all()
+
+
+def test_svd_error_is_monotone_in_rank(linear_profile):
+    # A truncated SVD removes orthogonal components: the output error of a linear
+    # layer can only shrink as the rank grows.
+    for layer, rows in linear_profile[linear_profile.method == "svd"].groupby("layer"):
+        rows = rows.sort_values("rank")
+        assert len(rows) >= 2
+        assert np.all(np.diff(rows["nmse"]) >= -1e-9), layer
+        assert np.all(np.diff(rows["weight_error"]) <= 1e-9), layer
+        assert rows["nmse"].iloc[-1] > rows["nmse"].iloc[0]
+
+
+def test_near_full_rank_approaches_one(linear_model, linear_profile):
+    # d1 is 1152 x 64 and useful up to rank 60: nearly the whole kernel is kept.
+    useful = lo.analyze(linear_model).specs["d1"].useful_ranks["svd"]
+    top = row(linear_profile, "d1", "svd", useful)
+    assert useful >= 56
+    assert top.cka > 0.99 and top.cosine > 0.97 and top.nmse > 0.95
+    assert top.cka > row(linear_profile, "d1", "svd", 1).cka + 0.3
+
+
+def test_exactly_low_rank_kernel_scores_one(data):
+    model = tiny_cnn(seed=3)
+    layer = model.get_layer("d1")
+    rng = np.random.default_rng(0)
+    low_rank = rng.standard_normal((1152, 3)) @ rng.standard_normal((3, 64)) / 30.0
+    layer.kernel.assign(low_rank.astype("float32"))
+    profile = lo.profile_model(model, data, settings=settings(ranks_per_method=6), show_progress=False)
+    rows = profile[(profile.layer == "d1") & (profile.method == "svd")]
+    exact, truncated_rows = rows[rows["rank"] >= 3], rows[rows["rank"] < 3]
+    assert len(exact) >= 4 and len(truncated_rows) >= 1
+    for name in SCORES:
+        np.testing.assert_allclose(exact[name], 1.0, atol=1e-6)
+        assert (truncated_rows[name] < 0.999).all()
+    np.testing.assert_allclose(exact["weight_error"], 0.0, atol=1e-5)
+
+
+SINGLE_LAYER_CASES = [
+    ("c2", "svd"),
+    ("c2", "tucker2"),
+    ("c2", "cp"),
+    ("c2", "spatial_svd"),
+    ("c1", "tucker2"),
+    ("d1", "svd"),
+    ("d2", "svd"),
+    ("d1", "tt"),
+    ("d1", "tucker"),
+]
+
+
+@pytest.mark.parametrize(("layer", "method"), SINGLE_LAYER_CASES)
+def test_similarity_equals_direct_computation(model, data, profile, layer, method):
+    """Profile row == metrics(model-up-to-layer, its materialized version) on the same data."""
+    rank = middle_rank(profile, layer, method)
+    expected = direct_scores(truncated(model, layer), {layer: (method, rank)}, data)
+    actual = row(profile, layer, method, rank)
+    for name in SCORES:
+        assert actual[name] == pytest.approx(expected[name], rel=2e-5, abs=1e-6), name
+    assert actual.cka < 0.9999  # a real approximation, not the identity
+
+
+def test_weight_error_equals_relative_kernel_error(model, profile):
+    analysis = lo.analyze(model)
+    geom = analysis.specs["c2"].geometry
+    factorizer = lo.get_factorizer("conv", "svd")
+    kernel = keras.ops.convert_to_numpy(model.get_layer("c2").kernel)
+    for rank in profile[(profile.layer == "c2") & (profile.method == "svd")]["rank"]:
+        approx = factorizer.reconstruct(factorizer.decompose(kernel, geom, int(rank), seed=0), geom, int(rank))
+        expected = np.linalg.norm(approx - kernel) / np.linalg.norm(kernel)
+        assert row(profile, "c2", "svd", rank).weight_error == pytest.approx(expected, rel=1e-5)
+
+
+def test_nested_model_layer(data):
+    model = nested_cnn()
+    profile = lo.profile_model(model, data, settings=settings(), show_progress=False)
+    assert set(profile.layer) == {"stem", "inner/conv"}
+    for method in ("svd", "tucker2", "cp", "spatial_svd"):
+        rank = middle_rank(profile, "inner/conv", method)
+        expected = direct_scores(model, {"inner/conv": (method, rank)}, data)
+        actual = row(profile, "inner/conv", method, rank)
+        for name in SCORES:
+            assert actual[name] == pytest.approx(expected[name], rel=2e-5, abs=1e-6), (method, name)
+
+
+def test_tiny_memory_budget_captures_in_several_passes(model, caplog):
+    data = calibration(64, seed=5)
+    reference = lo.profile_model(model, data, settings=settings(), show_progress=False)
+    with caplog.at_level(logging.INFO, logger="lrf_optuna.capture"):
+        small = lo.profile_model(model, data, settings=settings(memory_budget_mb=1), show_progress=False)
+    passes = [int(m) for m in re.findall(r"in (\d+) forward pass", caplog.text)]
+    assert passes and passes[-1] >= 3
+    columns = [c for c in COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(small[columns], reference[columns], rtol=1e-12, atol=0)
+
+
+def test_max_samples_uses_the_first_samples(model):
+    data = calibration(48, seed=6)
+    limited = lo.profile_model(model, data, settings=settings(max_samples=16), show_progress=False)
+    first = lo.profile_model(model, data[:16], settings=settings(), show_progress=False)
+    columns = [c for c in COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(limited[columns], first[columns], rtol=1e-12, atol=0)
+
+
+def test_position_subset_only_changes_conv_rows(model, data, profile):
+    subset = lo.profile_model(model, data, settings=settings(max_positions=8), show_progress=False)
+    dense = subset.layer.isin(["d1", "d2"])
+    np.testing.assert_allclose(subset[dense][SCORES], profile[dense][SCORES], rtol=1e-12)
+    assert not np.allclose(subset[~dense]["cka"], profile[~dense]["cka"], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(subset["weight_error"], profile["weight_error"], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ranks_per_method", 0), ("ranks_per_method", 17), ("max_samples", 0), ("memory_budget_mb", 0)],
+)
+def test_invalid_settings(field, value):
+    with pytest.raises(ValueError, match=f"Invalid `{field}`"):
+        lo.ProfileSettings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (np.zeros((4, 8, 8, 3), "float32"), ValueError, r"shape: expected \(samples, 16, 16, 3\)"),
+        (np.zeros((1, 16, 16, 3), "float32"), ValueError, "at least 2 samples"),
+        (np.full((2, 16, 16, 3), np.nan, "float32"), ValueError, "finite"),
+        (np.zeros((2, 16, 16, 3), bool), TypeError, "real numbers"),
+    ],
+)
+def test_invalid_calibration(model, x, error, match):
+    with pytest.raises(error, match=f"Invalid `calibration_x`.*{match}"):
+        lo.profile_model(model, x, settings=settings(), show_progress=False)
