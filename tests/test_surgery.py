@@ -118,7 +118,7 @@ def mixed_plan(model: keras.Model, specs: list[lo.LayerSpec] | None = None) -> d
     for index, spec in enumerate(specs or lo.compressible_layers(model)):
         method = spec.methods[index % len(spec.methods)]
         useful = spec.useful_ranks[method]
-        plan[spec.name] = "none" if index % 3 == 2 else (method, max(1, useful // 2))
+        plan[spec.name] = "none" if index % 3 == 1 else (method, max(1, useful // 2))
     return plan
 
 

@@ -23,7 +23,7 @@ from lrf_optuna.capture import Captured, capture_groups
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.graph import fresh_copy
-from lrf_optuna.metrics import METRICS
+from lrf_optuna.metrics import METRICS, ReferenceMaps
 
 __all__ = ["PROFILE_COLUMNS", "ProfileSettings", "check_calibration", "rank_grid", "run_profile"]
 
@@ -115,7 +115,7 @@ class _LayerProbe:
         self.subsets = [
             _position_subset(o.shape, settings.max_positions, settings.seed) for o in captured.outputs
         ]
-        self.references = [_flatten(o, s) for o, s in zip(captured.outputs, self.subsets)]
+        self.references = [ReferenceMaps(_flatten(o, s)) for o, s in zip(captured.outputs, self.subsets)]
 
     def similarities(self, keras_layout: np.ndarray) -> dict[str, float]:
         self.variable.assign(keras_layout)
@@ -127,9 +127,8 @@ class _LayerProbe:
                     for i in range(0, len(inputs), self.batch)
                 ]
             )
-            candidate = _flatten(outputs, subset)
-            for name, metric in METRICS.items():
-                scores[name] += metric(reference, candidate) / len(self.references)
+            for name, value in reference.scores(_flatten(outputs, subset)).items():
+                scores[name] += value / len(self.references)
         return scores
 
 

@@ -19,7 +19,7 @@ from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.catalog import canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.graph import copy_model
-from lrf_optuna.metrics import METRICS
+from lrf_optuna.metrics import METRICS, ReferenceMaps
 
 __all__ = ["AGGREGATORS", "DEFAULT_AGGREGATOR", "DEFAULT_METRIC", "LayerwiseProxy", "ModelProxy"]
 
@@ -102,7 +102,7 @@ class ModelProxy:
         batch_size: int = 64,
     ):
         _check_choice("metric", metric, METRICS)
-        self.analysis, self.metric, self.seed, self.batch_size = analysis, METRICS[metric], seed, batch_size
+        self.analysis, self.metric, self.seed, self.batch_size = analysis, metric, seed, batch_size
         self.copy, by_path = copy_model(model)
         self.layers = {name: by_path[name] for name in analysis.specs}
         self.originals = {
@@ -111,7 +111,7 @@ class ModelProxy:
         }
         self.current: dict[str, Any] = {name: None for name in self.layers}
         self.data = np.asarray(calibration_x, np.float32)
-        self.reference = self._outputs()
+        self.reference = ReferenceMaps(self._outputs())
         self.cache: collections.OrderedDict = collections.OrderedDict()
         self.cache_bytes, self.cache_limit = 0, cache_mb * 2**20
 
@@ -147,4 +147,4 @@ class ModelProxy:
             kernel = self.originals[name] if wanted is None else self._kernel(name, *wanted)
             kernel_variable(layer, self.analysis.specs[name].geometry).assign(kernel)
             self.current[name] = wanted
-        return self.metric(self.reference, self._outputs())
+        return getattr(self.reference, self.metric)(self._outputs().astype(np.float64))
