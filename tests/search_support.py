@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 
 import lrf_optuna as lo
+from lrf_optuna.metrics import cosine_similarity, linear_cka, nmse_score
 from lrf_optuna.study import SamplerSettings, open_study
 
 L = keras.layers
@@ -64,6 +65,9 @@ def nested_cnn(seed: int = 0) -> keras.Model:
     inputs = keras.Input(INPUT_SHAPE, name="image")
     x = L.Conv2D(8, 3, activation="relu", name="stem")(inputs)
     return seeded_weights(keras.Model(inputs, inner(x), name="nested_cnn"), seed)
+
+
+METRIC_FUNCTIONS = {"cka": linear_cka, "cosine": cosine_similarity, "nmse": nmse_score}
 
 
 def calibration(samples: int = 32, shape: tuple[int, ...] = INPUT_SHAPE, seed: int = 1) -> np.ndarray:

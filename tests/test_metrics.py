@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.metrics import cosine_similarity, linear_cka, nmse_score
+from lrf_optuna.metrics import ReferenceMaps, cosine_similarity, linear_cka, nmse_score
 
 
 def feature_space_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -26,9 +26,24 @@ def orthogonal(size: int, seed: int) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def test_registry_names():
-    assert set(lo.METRICS) == {"cka", "cosine", "nmse"}
-    assert lo.METRICS["cka"] is linear_cka
+FUNCTIONS = {"cka": linear_cka, "cosine": cosine_similarity, "nmse": nmse_score}
+
+
+def test_metric_names():
+    assert set(lo.METRICS) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reference_maps_scores_equal_the_functions(dtype):
+    reference = random_maps(24, 10, 0).astype(dtype)
+    cached = ReferenceMaps(reference)
+    for scale in (0.05, 0.5, 3.0):
+        candidate = (reference + scale * random_maps(24, 10, 1)).astype(dtype)
+        scores = cached.scores(candidate)
+        assert set(scores) == set(FUNCTIONS)
+        for name, function in FUNCTIONS.items():
+            assert scores[name] == pytest.approx(function(reference, candidate), rel=1e-12)
+    assert linear_cka(reference, reference[:, ::-1]) == pytest.approx(1.0)  # permuted features
 
 
 @pytest.mark.parametrize(("samples", "features"), [(8, 3), (20, 50), (64, 17)])
@@ -132,13 +147,13 @@ def test_nmse_is_not_symmetric_and_degenerate_maps():
 @pytest.mark.parametrize("name", ["cka", "cosine", "nmse"])
 def test_identical_maps_score_one(name):
     x = random_maps(9, 7, 0).astype(np.float32)
-    assert lo.METRICS[name](x, x.copy()) == pytest.approx(1.0, abs=1e-12)
+    assert FUNCTIONS[name](x, x.copy()) == pytest.approx(1.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", ["cka", "cosine", "nmse"])
 def test_more_noise_scores_lower(name):
     x = random_maps(40, 10, 0)
     noise = random_maps(40, 10, 1)
-    scores = [lo.METRICS[name](x, x + scale * noise) for scale in (0.01, 0.1, 0.5, 2.0)]
+    scores = [FUNCTIONS[name](x, x + scale * noise) for scale in (0.01, 0.1, 0.5, 2.0)]
     assert scores == sorted(scores, reverse=True)
     assert scores[0] > 0.99 and scores[-1] < 0.9

@@ -13,7 +13,7 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.profile import PROFILE_COLUMNS, rank_grid
-from search_support import calibration, nested_cnn, predict, settings, tiny_cnn
+from search_support import METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
 
 COLUMNS = ["layer", "method", "rank", "params", "macs", "cka", "cosine", "nmse", "weight_error", "seconds"]
 SCORES = ["cka", "cosine", "nmse"]
@@ -59,7 +59,7 @@ def direct_scores(model: keras.Model, plan: dict, x: np.ndarray) -> dict[str, fl
     """Metrics between ``model`` and ``materialize(model, plan)`` outputs on ``x``."""
     reference = predict(model, x)
     candidate = predict(lo.materialize(model, plan), x)
-    return {name: lo.METRICS[name](reference, candidate) for name in SCORES}
+    return {name: METRIC_FUNCTIONS[name](reference, candidate) for name in SCORES}
 
 
 def truncated(model: keras.Model, layer: str) -> keras.Model:
@@ -93,7 +93,7 @@ def test_ranks_within_useful_range(model, profile):
         ranks = rows["rank"].tolist()
         useful = analysis.specs[layer].useful_ranks[method]
         assert ranks == sorted(set(ranks)), (layer, method)
-        assert 1 <= min(ranks) and max(ranks) <= useful, (layer, method, ranks, useful)
+        assert min(ranks) >= 1 and max(ranks) <= useful, (layer, method, ranks, useful)
         assert len(ranks) <= per_method
         assert ranks[0] == 1 and ranks[-1] == useful  # both ends of the useful range
         assert len(ranks) == min(per_method, useful)
@@ -201,7 +201,9 @@ def test_weight_error_equals_relative_kernel_error(model, profile):
     factorizer = lo.get_factorizer("conv", "svd")
     kernel = keras.ops.convert_to_numpy(model.get_layer("c2").kernel)
     for rank in profile[(profile.layer == "c2") & (profile.method == "svd")]["rank"]:
-        approx = factorizer.reconstruct(factorizer.decompose(kernel, geom, int(rank), seed=0), geom, int(rank))
+        approx = factorizer.reconstruct(
+            factorizer.decompose(kernel, geom, int(rank), seed=0), geom, int(rank)
+        )
         expected = np.linalg.norm(approx - kernel) / np.linalg.norm(kernel)
         assert row(profile, "c2", "svd", rank).weight_error == pytest.approx(expected, rel=1e-5)
 

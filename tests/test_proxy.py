@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lrf_optuna as lo
-from search_support import LAYERS, calibration, predict, settings, tiny_cnn
+from search_support import LAYERS, METRIC_FUNCTIONS, calibration, predict, settings, tiny_cnn
 
 PLANS = [
     {"c2": ("svd", 5)},
@@ -162,7 +162,7 @@ def test_model_proxy_all_none_scores_one(model_objectives, analysis, metric):
 def test_model_proxy_equals_materialized_model(model, data, model_objectives, plan, metric):
     reference = predict(model, data)
     candidate = predict(lo.materialize(model, plan), data)
-    expected = lo.METRICS[metric](reference, candidate)
+    expected = METRIC_FUNCTIONS[metric](reference, candidate)
     similarity = model_objectives[metric].evaluate(plan)[2]
     assert similarity == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert similarity < 0.9999
@@ -191,18 +191,20 @@ def test_model_proxy_uses_the_first_max_samples(model):
         model, data, proxy="model", metric="cosine", profile_settings=settings(max_samples=8)
     )
     plan = PLANS[1]
-    expected = lo.METRICS["cosine"](predict(model, data[:8]), predict(lo.materialize(model, plan), data[:8]))
+    expected = METRIC_FUNCTIONS["cosine"](
+        predict(model, data[:8]), predict(lo.materialize(model, plan), data[:8])
+    )
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
     assert len(objective.proxy.data) == 8
 
 
 def test_model_proxy_on_a_nested_model():
-    from search_support import nested_cnn
+    from search_support import METRIC_FUNCTIONS, nested_cnn
 
     model, data = nested_cnn(), calibration(16)
     objective = lo.make_objective(model, data, proxy="model", metric="nmse")
     plan = {"inner/conv": ("tucker2", 4), "stem": ("svd", 2)}
-    expected = lo.METRICS["nmse"](predict(model, data), predict(lo.materialize(model, plan), data))
+    expected = METRIC_FUNCTIONS["nmse"](predict(model, data), predict(lo.materialize(model, plan), data))
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
     assert objective.evaluate({})[2] == pytest.approx(1.0, abs=1e-6)
     assert isinstance(objective.proxy.copy, keras.Model)

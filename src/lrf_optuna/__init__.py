@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from lrf_optuna import data
 from lrf_optuna.analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
 from lrf_optuna.catalog import LayerSpec
 from lrf_optuna.cost import Cost
 from lrf_optuna.factorizers import get_factorizer, methods_for
+from lrf_optuna.finetune import FinetuneResult, evaluate_accuracy, finetune
 from lrf_optuna.layers import TTDense, TuckerDense
 from lrf_optuna.metrics import METRICS
 from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
 from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.proxy import AGGREGATORS, LayerwiseProxy, ModelProxy
+from lrf_optuna.report import pareto_frame, summary_table, write_report
 from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
 from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.select import pareto_trials, select_trial
 from lrf_optuna.storage import open_storage
 from lrf_optuna.study import SamplerSettings
 from lrf_optuna.surgery import materialize
@@ -25,6 +29,7 @@ __all__ = [
     "METRIC_NAMES",
     "Constraints",
     "Cost",
+    "FinetuneResult",
     "LayerSpec",
     "LayerwiseProxy",
     "ModelAnalysis",
@@ -38,14 +43,22 @@ __all__ = [
     "__version__",
     "analyze",
     "compressible_layers",
+    "data",
+    "evaluate_accuracy",
+    "finetune",
     "get_factorizer",
     "make_objective",
     "materialize",
     "methods_for",
     "model_cost",
     "open_storage",
+    "pareto_frame",
+    "pareto_trials",
     "plan_cost",
     "plan_from_trial",
     "profile_model",
     "run_study",
+    "select_trial",
+    "summary_table",
+    "write_report",
 ]
