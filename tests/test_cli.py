@@ -1,0 +1,118 @@
+"""The `lrf-optuna` CLI on a tiny model and tiny .npz data (real files, real SQLite)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import optuna
+import pytest
+
+from lrf_optuna.cli import build_parser, main
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(inputs)
+    h = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(h)
+    h = keras.layers.Flatten()(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="fc")(h))
+    model.save(tmp_path / "tiny.keras")
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.random((96, 12, 12, 1), np.float32), "y_train": rng.integers(0, 10, 96),
+        "x_test": rng.random((32, 12, 12, 1), np.float32), "y_test": rng.integers(0, 10, 32),
+    }  # fmt: skip
+    np.savez(tmp_path / "data.npz", **arrays)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    for command in ("demo", "profile", "search", "finetune", "report", "dashboard"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: lrf-optuna" in capsys.readouterr().out
+
+
+def test_search_finetune_report_round_trip(workspace, capsys):
+    common = ["--model", "tiny.keras", "--data", "data.npz", "--calibration", "32", "--study", "t"]
+    before = _digest(workspace / "tiny.keras")
+    assert main(["search", *common, "--trials", "16", "--population", "6"]) == 0
+    storage = "sqlite:///studies/t.db"
+    study = optuna.load_study(study_name="t", storage=storage)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 16
+    assert main(["search", *common, "--trials", "20", "--population", "6"]) == 0  # resumes
+    assert len(optuna.load_study(study_name="t", storage=storage).trials) == 20
+    assert main(["finetune", *common, "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "params" in out and "accuracy" in out and "Compressed model" in out
+    saved = list((workspace / "studies").glob("t-trial*.keras"))
+    assert len(saved) == 1 and keras.models.load_model(saved[0]) is not None
+    records = [
+        t
+        for t in optuna.load_study(study_name="t", storage=storage).trials
+        if "lrf_optuna:finetuned_from" in t.user_attrs
+    ]
+    assert len(records) == 1 and "accuracy_finetuned" in records[0].user_attrs
+    assert records[0].system_attrs and any(k.startswith("artifacts:") for k in records[0].system_attrs)
+    assert main(["report", *common]) == 0
+    assert (
+        workspace / "studies" / "t-report" / "pareto_2d.html"
+    ).stat().st_size > 100_000  # plotly.js embedded
+    assert _digest(workspace / "tiny.keras") == before  # the input model is never modified
+
+
+def test_missing_model_is_a_clear_error(workspace, caplog):
+    assert main(["search", "--model", "nope.keras", "--data", "data.npz"]) == 2
+    assert "expected an existing .keras file" in caplog.text
+
+
+def test_unknown_study_for_finetune(workspace, caplog):
+    assert (
+        main(
+            [
+                "search",
+                "--model",
+                "tiny.keras",
+                "--data",
+                "data.npz",
+                "--study",
+                "a",
+                "--trials",
+                "3",
+                "--calibration",
+                "16",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "finetune",
+                "--model",
+                "tiny.keras",
+                "--data",
+                "data.npz",
+                "--study",
+                "b",
+                "--storage",
+                "sqlite:///studies/a.db",
+            ]
+        )
+        == 2
+    )
+    assert "Invalid --study" in caplog.text
