@@ -19,7 +19,6 @@ import numpy as np
 from lrf_optuna.data import fashion_mnist
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-ACCURACY_JSON = MODELS_DIR / "accuracy.json"
 VALIDATION_SIZE = 5000
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -70,10 +69,7 @@ def train(build: Callable[[], keras.Model], args: argparse.Namespace) -> dict:
     )
     seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
-    # A fresh (unbuilt) optimizer keeps the Adam moments out of the file: a third of the size.
-    compile_model(model, args.lr)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.output)
+    save_uncompiled(model, args.output)
     record = {
         "test_accuracy": round(float(accuracy), 4),
         "val_accuracy": round(float(history.history["val_accuracy"][-1]), 4),
@@ -83,16 +79,21 @@ def train(build: Callable[[], keras.Model], args: argparse.Namespace) -> dict:
         "train_seconds": round(seconds, 1),
         "date": datetime.date.today().isoformat(),
     }
-    record_accuracy(args.output.stem, record, args.output.parent / ACCURACY_JSON.name)
-    logger.info(
-        "%s: %s (saved %s, %d bytes)", args.output.stem, record, args.output, args.output.stat().st_size
-    )
+    record_accuracy(args.output.stem, record, args.output.parent / "accuracy.json")
+    logger.info("%s: %s, %d bytes", args.output, record, args.output.stat().st_size)
     return record
 
 
-def record_accuracy(name: str, record: dict, path: Path = ACCURACY_JSON) -> None:
+def save_uncompiled(model: keras.Model, path: Path) -> None:
+    """Save architecture and weights only: no optimizer state (a third of the size), no loss."""
+    bare = type(model).from_config(model.get_config())
+    bare.set_weights(model.get_weights())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bare.save(path)
+
+
+def record_accuracy(name: str, record: dict, path: Path) -> None:
     """Merge ``{name: record}`` into the JSON file at ``path``."""
     results = json.loads(path.read_text()) if path.exists() else {}
     results[name] = record
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(sorted(results.items())), indent=2) + "\n")

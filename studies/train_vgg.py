@@ -33,4 +33,4 @@ def build() -> keras.Model:
 
 
 if __name__ == "__main__":
-    train(build, parse_args("vgg_small", epochs=12))
+    train(build, parse_args("vgg_small", epochs=10))

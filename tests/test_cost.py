@@ -176,6 +176,7 @@ def test_conv3d_macs_match_tensorflow_profiler():
     assert profiler_flops(model)["Conv3D"] == lo.model_cost(model).flops
 
 
+@pytest.mark.slow
 def test_resnet50_macs_match_tensorflow_profiler():
     model = keras.applications.ResNet50(input_shape=(32, 32, 3), weights=None, classifier_activation=None)
     flops = profiler_flops(model)

@@ -236,3 +236,14 @@ def test_get_factorizer_lists_valid_methods():
     message = str(info.value)
     assert "expected one of ['svd', 'tt', 'tucker']" in message
     assert "received 'cp'" in message
+
+
+def test_tt_on_a_prime_sized_dense_gives_the_reason():
+    inputs = keras.Input((7,))
+    model = keras.Model(inputs, L.Dense(5, name="fc")(inputs))
+    with pytest.raises(ValueError) as info:
+        lo.materialize(model, {"fc": ("tt", 1)})
+    message = str(info.value)
+    assert "Invalid `method` for layer 'fc': expected one of ['svd', 'tucker', 'none']" in message
+    assert "received 'tt'" in message
+    assert "(7, 5) kernel has too few factors to form a tensor train" in message

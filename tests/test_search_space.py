@@ -36,12 +36,12 @@ def constraints(model):
 
 
 @pytest.fixture(scope="module")
-def study(model, data, cache_dir, constraints, tmp_path_factory):
-    storage = f"sqlite:///{tmp_path_factory.mktemp('study') / 'space.db'}"
+def study(model, data, cache_dir, constraints):
+    # In memory: SQLite works the same (tests/test_study.py) but costs ~0.3 s per trial here.
     return lo.run_study(
         model,
         data,
-        storage=storage,
+        storage=optuna.storages.InMemoryStorage(),
         study_name="space",
         n_trials=30,
         population_size=10,
@@ -143,8 +143,9 @@ def test_intersection_search_space_holds_every_parameter(study, objective):
 
 
 def test_nsga2_went_past_the_first_generation(study, trials):
+    # enqueued anchors are never sampled, so NSGA-II gives them no generation
     generations = Counter(t.system_attrs.get("NSGAIISampler:generation") for t in trials)
-    assert set(generations) >= {0, 1, 2}
+    assert generations[0] == 10 and generations[1] >= 1
 
 
 def test_anchors_come_first(objective, trials, model):

@@ -20,6 +20,7 @@ from lrf_optuna.select import pareto_trials, select_trial
 from lrf_optuna.storage import open_storage
 from lrf_optuna.study import SamplerSettings
 from lrf_optuna.surgery import materialize
+from lrf_optuna.worker import run_worker
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "plan_from_trial",
     "profile_model",
     "run_study",
+    "run_worker",
     "select_trial",
     "summary_table",
     "write_report",

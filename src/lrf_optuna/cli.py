@@ -1,4 +1,4 @@
-"""The ``lrf-optuna`` command line: demo, profile, search, finetune, report, dashboard."""
+"""The ``lrf-optuna`` command line: demo, profile, search, worker, finetune, report, dashboard."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ def _common(parser: argparse.ArgumentParser, *, study: bool = True, model: bool 
         parser.add_argument(
             "--data",
             default="fashion-mnist",
-            help="'fashion-mnist' or an .npz with x_train, y_train, x_test, y_test",
+            help="'fashion-mnist', an .npz with x_train, y_train, x_test, y_test, "
+            "or (search/worker/profile only) an .npy of inputs",
         )
         parser.add_argument(
             "--calibration", type=int, default=256, help="calibration samples (default: %(default)s)"
+        )
+        parser.add_argument(
+            "--cache-dir", default="studies/cache", help="profile cache directory (default: %(default)s)"
         )
     if study:
         parser.add_argument("--study", default="demo", help="study name (default: %(default)s)")
@@ -79,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="run or resume the NSGA-II search")
     _common(search)
     _search_options(search)
+    worker = commands.add_parser(
+        "worker", help="join a study created by `search` (e.g. --trials 0) and share its search"
+    )
+    _common(worker)
+    worker.add_argument(
+        "--trials", type=int, default=300, help="total COMPLETE trials of the study (default: %(default)s)"
+    )
+    worker.add_argument(
+        "--worker-id", type=int, default=None, help="offsets the sampler seed (default: the process id)"
+    )
     tune = commands.add_parser("finetune", help="select a trial, materialize it, fine-tune once, save")
     _common(tune)
     _finetune_options(tune)
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return getattr(commands, f"run_{args.command}")(args)
-    except (FileNotFoundError, ValueError, TypeError, PermissionError) as error:
+    except (FileNotFoundError, ValueError, TypeError, PermissionError, ConnectionError, ImportError) as error:
         logger.error("%s", error)
         return 2
     except KeyboardInterrupt:

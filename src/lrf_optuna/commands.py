@@ -12,18 +12,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import optuna
 
 from lrf_optuna.analysis import analyze
-from lrf_optuna.model_io import load_arrays, load_model_file
+from lrf_optuna.model_io import load_arrays, load_inputs, load_model_file, writable_directory
 from lrf_optuna.objective import Constraints
 from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.records import artifact_dir_for
 from lrf_optuna.report import summary_table, write_report
 from lrf_optuna.search import profile_model, run_study
 from lrf_optuna.select import select_trial
-from lrf_optuna.storage import default_storage_url, open_storage
+from lrf_optuna.storage import default_storage_url, open_storage, storage_label
+from lrf_optuna.study import remaining_trials
+from lrf_optuna.worker import run_worker as _run_worker
 from lrf_optuna.workflow import calibration_subset, compress_trial
 
 logger = logging.getLogger("lrf_optuna")
-CACHE_DIR = Path("studies") / "cache"
 
 
 def _storage_url(args: argparse.Namespace) -> str:
@@ -36,6 +37,12 @@ def _load(args: argparse.Namespace):
     return model, train, test
 
 
+def _calibration(args: argparse.Namespace):
+    """The model and its calibration inputs (an .npy of inputs is enough here)."""
+    model = load_model_file(args.model)
+    return model, calibration_subset(load_inputs(args.data), args.calibration, seed=args.seed)
+
+
 def _search(args: argparse.Namespace, model, x_train) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = {k: getattr(args, k) for k in ("metric", "aggregator") if getattr(args, k) is not None}
@@ -44,18 +51,19 @@ def _search(args: argparse.Namespace, model, x_train) -> optuna.Study:
         model, calibration_subset(x_train, args.calibration, seed=args.seed),
         storage=_storage_url(args), study_name=args.study, n_trials=args.trials, seed=args.seed,
         sampler=args.sampler, population_size=args.population, proxy=args.proxy,
-        constraints=constraints, cache_dir=CACHE_DIR, **options,
+        constraints=constraints, cache_dir=Path(args.cache_dir), **options,
     )  # fmt: skip
 
 
 def _load_study(args: argparse.Namespace) -> optuna.Study:
     url = _storage_url(args)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
-        raise FileNotFoundError(f"Invalid --storage: no database at '{url}'. Run `lrf-optuna search` first.")
-    names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(url))]
+    storage = open_storage(url, create=False)  # FileNotFoundError for a missing SQLite/journal file
+    names = optuna.get_all_study_names(storage)
     if args.study not in names:
-        raise ValueError(f"Invalid --study: expected one of {names} in {url}, received {args.study!r}")
-    return optuna.load_study(study_name=args.study, storage=open_storage(url))
+        raise ValueError(
+            f"Invalid --study: expected one of {names} in {storage_label(url)}, received {args.study!r}"
+        )
+    return optuna.load_study(study_name=args.study, storage=storage)
 
 
 def _finetune(args: argparse.Namespace, model, study, train, test) -> int:
@@ -77,24 +85,31 @@ def _finetune(args: argparse.Namespace, model, study, train, test) -> int:
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    model, (x_train, _), _ = _load(args)
+    model, x = _calibration(args)
     settings = ProfileSettings(ranks_per_method=args.ranks, seed=args.seed)
-    profile = profile_model(
-        model,
-        calibration_subset(x_train, args.calibration, seed=args.seed),
-        settings=settings,
-        cache_dir=CACHE_DIR,
-    )
+    profile = profile_model(model, x, settings=settings, cache_dir=Path(args.cache_dir))
     print(profile.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
-    model, (x_train, _), _ = _load(args)
-    study = _search(args, model, x_train)
+    model = load_model_file(args.model)
+    study = _search(args, model, load_inputs(args.data))
     print(
         f"study '{study.study_name}': {len(study.trials)} trials, {len(study.best_trials)} on the Pareto front"
     )
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    model, x = _calibration(args)
+    study = _run_worker(
+        model, x, storage=_storage_url(args), study_name=args.study, n_trials=args.trials,
+        seed=args.seed, worker_id=args.worker_id, cache_dir=Path(args.cache_dir),
+    )  # fmt: skip
+    complete = args.trials - remaining_trials(study, args.trials)
+    print(f"study '{study.study_name}': {complete} COMPLETE search trials (budget {args.trials})")
     return 0
 
 
@@ -106,7 +121,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     model = load_model_file(args.model)
     study = _load_study(args)
-    out = Path(args.out or f"studies/{args.study}-report")
+    out = writable_directory(args.out or f"studies/{args.study}-report", option="--out directory")
     for path in write_report(study, out, layers=list(analyze(model).specs)):
         print(path)
     return 0

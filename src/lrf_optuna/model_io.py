@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-__all__ = ["load_arrays", "load_model_file", "save_model_atomic"]
+__all__ = ["load_arrays", "load_inputs", "load_model_file", "save_model_atomic", "writable_directory"]
 
 
 def load_model_file(path: str | os.PathLike) -> keras.Model:
@@ -28,7 +29,48 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
         )
     import lrf_optuna.layers  # noqa: F401  (registers TTDense/TuckerDense for reloading)
 
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:
+        raise ValueError(_load_error(path, error)) from error
+
+
+def _load_error(path: Path, error: Exception) -> str:
+    text = str(error)
+    if "safe_mode" in text or "Lambda" in text:
+        return (
+            f"Invalid model file '{path}': expected built-in or registered layers, received a Lambda "
+            "layer holding Python code, which is never loaded (safe_mode=True: it could run arbitrary "
+            "code). Fix: replace the Lambda with built-in layers or a custom layer registered with "
+            "@keras.saving.register_keras_serializable, then re-save the model."
+        )
+    if "Could not locate class" in text:
+        name = text.split("'")[1] if text.count("'") >= 2 else "?"
+        return (
+            f"Invalid model file '{path}': expected a Sequential or Functional model of built-in "
+            f"layers, received one whose class '{name}' is not registered (a subclassed model or an "
+            "unregistered custom layer). Fix: rebuild it as keras.Model(inputs, outputs), copy the "
+            "weights with set_weights, and save that model."
+        )
+    return (
+        f"Invalid model file '{path}': expected a Keras 3 '.keras' archive, received one that Keras "
+        f"cannot load ({type(error).__name__}: {text[:300]}). Re-save it with model.save('model.keras')."
+    )
+
+
+def writable_directory(directory: str | os.PathLike, *, option: str = "output directory") -> Path:
+    """``directory``, created if needed, after checking that a file can be written there."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise PermissionError(
+            f"Invalid {option} '{directory}': expected a writable directory, received one that "
+            f"cannot be written ({error.strerror or error}). Choose another path, or fix the "
+            "directory's permissions."
+        ) from error
+    return directory
 
 
 def save_model_atomic(
@@ -41,7 +83,7 @@ def save_model_atomic(
             raise ValueError(
                 f"Invalid output path '{path}': expected a new file, received the input model's path"
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_directory(path.parent)
     temporary = path.with_name(f".{path.stem}.partial.keras")
     try:
         model.save(temporary)
@@ -62,10 +104,36 @@ def load_arrays(spec: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndar
         raise FileNotFoundError(
             f"Invalid `--data`: expected 'fashion-mnist' or an existing .npz file, received '{spec}'"
         )
-    with np.load(path, allow_pickle=False) as arrays:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
-        if missing:
-            raise ValueError(
-                f"Invalid data file '{path}': expected arrays x_train, y_train, x_test, y_test; missing {missing}"
-            )
-        return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+            if missing:
+                raise ValueError(
+                    f"Invalid data file '{path}': expected arrays x_train, y_train, x_test, y_test; missing {missing}"
+                )
+            return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"Invalid data file '{path}': expected a NumPy .npz archive ({error})") from error
+    except ValueError as error:
+        if str(error).startswith("Invalid data file"):
+            raise
+        raise ValueError(
+            f"Invalid data file '{path}': expected arrays of numbers, received ones that cannot be "
+            f"loaded safely ({error})"
+        ) from error
+
+
+def load_inputs(spec: str) -> np.ndarray:
+    """Model inputs for a search: a ``.npy`` array, or ``x_train`` of ``load_arrays(spec)``."""
+    if not spec.endswith(".npy"):
+        return load_arrays(spec)[0][0]
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"Invalid `--data`: expected an existing .npy file, received '{spec}'")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid data file '{path}': expected a NumPy array of numbers, received one that "
+            f"cannot be loaded safely ({error})"
+        ) from error

@@ -25,7 +25,14 @@ from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.graph import fresh_copy
 from lrf_optuna.metrics import METRICS, ReferenceMaps
 
-__all__ = ["PROFILE_COLUMNS", "ProfileSettings", "check_calibration", "rank_grid", "run_profile"]
+__all__ = [
+    "PROFILE_COLUMNS",
+    "ProfileSettings",
+    "check_calibration",
+    "check_weights",
+    "rank_grid",
+    "run_profile",
+]
 
 logger = logging.getLogger(__name__)
 PROFILE_COLUMNS = ["layer", "method", "rank", "params", "macs", *METRICS, "weight_error", "seconds"]
@@ -79,6 +86,22 @@ def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
     if not np.isfinite(data).all():
         raise ValueError("Invalid `calibration_x`: expected finite values, received NaN or Inf")
     return data
+
+
+def check_weights(model: keras.Model) -> None:
+    """ValueError naming the first layer whose weights hold NaN or Inf."""
+    for weight in model.weights:
+        values = keras.ops.convert_to_numpy(weight)
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            layer = weight.path.rsplit("/", 1)[0] if "/" in weight.path else weight.path
+            raise ValueError(
+                f"Invalid weights in layer '{layer}': found {bad} NaN/Inf value(s) in '{weight.path}' "
+                f"({values.size} values), expected finite numbers. Fix: the model diverged or was "
+                "corrupted; retrain it or restore a checkpoint with finite weights."
+            )
 
 
 def rank_grid(useful_max: int, count: int) -> list[int]:

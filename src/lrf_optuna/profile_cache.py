@@ -6,25 +6,32 @@ checksum, key or format does not match is reported and recomputed, never trusted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
+from lrf_optuna.model_io import writable_directory
 from lrf_optuna.profile import PROFILE_COLUMNS, ProfileSettings
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process lock, concurrent workers may each compute
+    fcntl = None
 
 __all__ = ["cached_profile", "load_profile", "profile_key", "save_profile"]
 
 logger = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2  # 2: exact floats (1 kept 10 digits)
 
 
 def profile_key(model: keras.Model, data: np.ndarray, settings: ProfileSettings) -> str:
@@ -45,7 +52,9 @@ def _checksum(rows: list) -> str:
 
 
 def save_profile(path: Path, key: str, profile: pd.DataFrame) -> None:
-    rows = json.loads(profile[PROFILE_COLUMNS].to_json(orient="values"))
+    # Python floats, not ``to_json`` (10 digits): the cached profile must score plans
+    # exactly as the computed one did, or a resumed study disagrees with its trials.
+    rows = profile[PROFILE_COLUMNS].astype(object).to_numpy().tolist()
     document = {
         "format": FORMAT,
         "key": key,
@@ -64,7 +73,7 @@ def save_profile(path: Path, key: str, profile: pd.DataFrame) -> None:
         raise
 
 
-def load_profile(path: Path, key: str) -> pd.DataFrame | None:
+def load_profile(path: Path, key: str, *, quiet: bool = False) -> pd.DataFrame | None:
     """The cached profile, or None (with a warning saying why) when it cannot be trusted."""
     if not path.exists():
         return None
@@ -77,10 +86,11 @@ def load_profile(path: Path, key: str) -> pd.DataFrame | None:
             problem = "it is stale (model, data or settings changed)"
         elif _checksum(document["rows"]) != document.get("checksum"):
             problem = "its checksum does not match (corrupt)"
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         problem = f"it cannot be read ({error})"
     if problem:
-        logger.warning("ignoring profile cache %s: %s; recomputing", path, problem)
+        if not quiet:
+            logger.warning("ignoring profile cache %s: %s; recomputing", path, problem)
         return None
     return pd.DataFrame(document["rows"], columns=PROFILE_COLUMNS)
 
@@ -97,9 +107,28 @@ def cached_profile(
         return compute()
     key = profile_key(model, data, settings)
     path = Path(cache_dir) / f"profile-{key[:24]}.json"
-    profile = load_profile(path, key)
-    if profile is None:
-        profile = compute()
-        save_profile(path, key, profile)
-        logger.info("profile cached in %s", path)
+    profile = load_profile(path, key, quiet=True)
+    if profile is not None:
+        return profile
+    with _exclusive(path.with_suffix(".lock")):  # one process computes, the others then load
+        profile = load_profile(path, key)
+        if profile is None:
+            profile = compute()
+            save_profile(path, key, profile)
+            logger.info("profile cached in %s", path)
     return profile
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_path`` (a no-op where flock does not exist)."""
+    writable_directory(lock_path.parent, option="`cache_dir`")
+    if fcntl is None:
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -12,8 +13,8 @@ import pandas as pd
 
 from lrf_optuna.analysis import ModelAnalysis, analyze
 from lrf_optuna.objective import Constraints, Objective
-from lrf_optuna.profile import ProfileSettings, check_calibration, run_profile
-from lrf_optuna.profile_cache import cached_profile
+from lrf_optuna.profile import ProfileSettings, check_calibration, check_weights, run_profile
+from lrf_optuna.profile_cache import cached_profile, profile_key
 from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC, LayerwiseProxy, ModelProxy
 from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.storage import default_storage_url
@@ -63,6 +64,7 @@ def make_objective(
     if proxy not in PROXIES:
         raise ValueError(f"Invalid `proxy`: expected one of {list(PROXIES)}, received {proxy!r}")
     analysis = analyze(model)
+    check_weights(model)
     space = SearchSpace.from_analysis(analysis, methods=methods)
     if proxy == "model":
         data = check_calibration(model, calibration_x)
@@ -107,9 +109,11 @@ def run_study(
     ``storage`` defaults to ``sqlite:///studies/<study_name>.db``; calling again with
     the same storage and name continues the study. ``objective_options`` go to
     ``make_objective`` (proxy, metric, aggregator, constraints, methods, profile, ...).
+    ``n_trials=0`` only creates the study, records its settings and fills the profile
+    cache: ``lrf_optuna.worker.run_worker`` processes then share the search.
     """
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ValueError(f"Invalid `n_trials`: expected an integer >= 1, received {n_trials!r}")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
+        raise ValueError(f"Invalid `n_trials`: expected an integer >= 0, received {n_trials!r}")
     settings = SamplerSettings(name=sampler, population_size=population_size, crossover=crossover, seed=seed)
     objective_options.setdefault("cache_dir", os.path.join("studies", "cache"))
     objective = make_objective(
@@ -117,7 +121,9 @@ def run_study(
     )
     storage = default_storage_url(study_name) if storage is None else storage
     study = open_study(storage, study_name, settings, objective.space)
-    _record_settings(study, objective, objective_options)
+    if "lrf_optuna:base_params" not in study.user_attrs:
+        key = _profile_key(model, calibration_x, objective_options)
+        record_settings(study, objective, {**objective_options, "seed": seed}, settings, key)
     remaining = remaining_trials(study, n_trials)
     logger.info("study '%s': %d trial(s) to run", study_name, remaining)
     if remaining:
@@ -131,14 +137,42 @@ def run_study(
     return study
 
 
-def _record_settings(study: optuna.Study, objective: Objective, options: dict) -> None:
-    if "lrf_optuna:base_params" in study.user_attrs:
-        return
-    study.set_user_attr("lrf_optuna:base_params", objective.analysis.cost.params)
+def _profile_key(model: keras.Model, calibration_x: np.ndarray, options: dict) -> str | None:
+    if options.get("proxy", "layerwise") != "layerwise" or options.get("profile") is not None:
+        return None
+    data = check_calibration(model, calibration_x)
+    return profile_key(model, data, options.get("profile_settings") or ProfileSettings())
+
+
+def record_settings(
+    study: optuna.Study,
+    objective: Objective,
+    options: dict,
+    sampler: SamplerSettings,
+    profile_key: str | None,
+) -> None:
+    """Store what a worker needs to rebuild the same objective and sampler (user attrs)."""
+    defaults = {"proxy": "layerwise", "metric": DEFAULT_METRIC, "aggregator": DEFAULT_AGGREGATOR}
+    profile_settings = dataclasses.asdict(options.get("profile_settings") or ProfileSettings())
+    methods = options.get("methods")
+    attrs = {
+        **{key: options.get(key) or default for key, default in defaults.items()},
+        "sampler": {k: getattr(sampler, k) for k in ("name", "population_size", "crossover")},
+        "seed": options.get("seed", 0),
+        "methods": None if methods is None else list(methods),
+        "constraints": dataclasses.asdict(objective.constraints),
+        "profile_settings": {**profile_settings, "methods": _listed(profile_settings["methods"])},
+        "profile_key": profile_key,
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(f"lrf_optuna:{key}", value)
+    # written last: a worker treats a study without it as still being created
     study.set_user_attr("lrf_optuna:base_macs", objective.analysis.cost.macs)
-    for key in ("proxy", "metric", "aggregator"):
-        default = {"proxy": "layerwise", "metric": DEFAULT_METRIC, "aggregator": DEFAULT_AGGREGATOR}[key]
-        study.set_user_attr(f"lrf_optuna:{key}", options.get(key, default))
+    study.set_user_attr("lrf_optuna:base_params", objective.analysis.cost.params)
+
+
+def _listed(values) -> list | None:
+    return None if values is None else list(values)
 
 
 def plan_from_trial(

@@ -10,9 +10,16 @@ import optuna
 
 from lrf_optuna.objective import DIRECTIONS, METRIC_NAMES
 from lrf_optuna.search_space import SearchSpace
-from lrf_optuna.storage import open_storage
+from lrf_optuna.storage import CREATE_HINT, open_storage, storage_label
 
-__all__ = ["SamplerSettings", "anchor_params", "make_sampler", "open_study", "remaining_trials"]
+__all__ = [
+    "SamplerSettings",
+    "anchor_params",
+    "load_existing_study",
+    "make_sampler",
+    "open_study",
+    "remaining_trials",
+]
 
 logger = logging.getLogger(__name__)
 ANCHORS_ATTR = "lrf_optuna:anchors_enqueued"
@@ -70,11 +77,7 @@ def open_study(storage, study_name: str, settings: SamplerSettings, space: Searc
     study = optuna.create_study(
         storage=storage, study_name=study_name, directions=DIRECTIONS, load_if_exists=True
     )
-    if [d.name.lower() for d in study.directions] != DIRECTIONS:
-        raise ValueError(
-            f"Invalid study '{study_name}': expected directions {DIRECTIONS}, received "
-            f"{[d.name.lower() for d in study.directions]}. Use another --study name."
-        )
+    _check_directions(study)
     _check_space(study, space)
     study.sampler = make_sampler(settings, offset=len(study.get_trials(deepcopy=False)))
     if study.metric_names is None:
@@ -86,6 +89,31 @@ def open_study(storage, study_name: str, settings: SamplerSettings, space: Searc
             study.enqueue_trial(params, skip_if_exists=True)
         study.set_user_attr(ANCHORS_ATTR, True)
     return study
+
+
+def load_existing_study(storage, study_name: str, space: SearchSpace) -> optuna.Study:
+    """A study created before (by ``run_study``); never creates one. Its sampler is Optuna's default."""
+    label = storage_label(storage) if isinstance(storage, str) else type(storage).__name__
+    storage = open_storage(storage, create=False)
+    names = optuna.get_all_study_names(storage)
+    if study_name not in names:
+        raise ValueError(
+            f"Invalid study name {study_name!r}: expected one of {names} in {label}, "
+            f"received {study_name!r}. {CREATE_HINT}"
+        )
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    _check_directions(study)
+    _check_space(study, space)
+    return study
+
+
+def _check_directions(study: optuna.Study) -> None:
+    directions = [d.name.lower() for d in study.directions]
+    if directions != DIRECTIONS:
+        raise ValueError(
+            f"Invalid study '{study.study_name}': expected directions {DIRECTIONS}, received "
+            f"{directions}. Use another --study name."
+        )
 
 
 def _check_space(study: optuna.Study, space: SearchSpace) -> None:

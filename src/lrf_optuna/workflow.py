@@ -13,7 +13,7 @@ import optuna
 from lrf_optuna.analysis import analyze
 from lrf_optuna.cost import Cost
 from lrf_optuna.finetune import FinetuneResult, finetune
-from lrf_optuna.model_io import save_model_atomic
+from lrf_optuna.model_io import save_model_atomic, writable_directory
 from lrf_optuna.records import record_finetune
 from lrf_optuna.search import plan_from_trial
 from lrf_optuna.surgery import materialize
@@ -55,6 +55,7 @@ def compress_trial(
     input_path: Path | None = None,
 ) -> Compressed:
     """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study."""
+    writable_directory(Path(output).parent, option="--output directory")  # fail before training
     plan = plan_from_trial(model, trial)
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
     compressed = materialize(model, plan, seed=seed)

@@ -1,0 +1,239 @@
+"""Resumable studies on real SQLite files, across real processes (and a kill -9)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+import lrf_optuna as lo
+from lrf_optuna.study import ANCHORS_ATTR, anchor_params
+from search_support import calibration, nested_cnn, settings, tiny_cnn
+
+SUPPORT = Path(__file__).with_name("search_support.py")
+COMPLETE = optuna.trial.TrialState.COMPLETE
+POPULATION = 16  # > the 13 anchors: generation 0 is still being sampled at a resume
+
+
+def run_support(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OPENBLAS_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(SUPPORT), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def load(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=lo.open_storage(url))
+
+
+def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(states=(COMPLETE,))
+
+
+def all_none_count(study: optuna.Study) -> int:
+    space = lo.make_objective(tiny_cnn(), calibration(), profile=_empty_profile()).space
+    none = anchor_params(space)[0]
+    return sum(1 for t in study.get_trials() if t.params == none)
+
+
+def _empty_profile():
+    import pandas as pd
+
+    from lrf_optuna.profile import PROFILE_COLUMNS
+
+    return pd.DataFrame(columns=PROFILE_COLUMNS)
+
+
+def complete_in_db(path: Path) -> int:
+    """COMPLETE trials, read with sqlite3 (no Optuna) while another process writes."""
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as connection:
+            (count,) = connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
+        return count
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def test_resume_in_a_new_process(tmp_path):
+    url, cache = f"sqlite:///{tmp_path / 'study.db'}", str(tmp_path / "cache")
+    common = ["--storage", url, "--study", "resume", "--cache-dir", cache]
+    common += ["--population-size", str(POPULATION)]
+    first_run = run_support(*common, "--n-trials", "20")
+    assert "complete 20" in first_run.stdout
+    before = complete(load(url, "resume"))
+    assert len(before) == 20
+
+    second_run = run_support(*common, "--n-trials", "40")
+    assert "complete 40" in second_run.stdout
+    study = load(url, "resume")
+    trials = study.get_trials()
+    assert len(complete(study)) == 40 and len(trials) == 40
+    # the first 20 trials are untouched
+    for old, new in zip(before, trials[:20]):
+        assert (new.number, new.params, new.values, new.user_attrs) == (
+            old.number,
+            old.params,
+            old.values,
+            old.user_attrs,
+        )
+    # anchors were enqueued once
+    assert study.user_attrs[ANCHORS_ATTR] is True
+    assert all_none_count(study) == 1
+    # the resumed sampler is not a replay of the first process (seed offset by 20)
+    old_params = [tuple(sorted(t.params.items())) for t in trials[:20]]
+    new_params = [tuple(sorted(t.params.items())) for t in trials[20:]]
+    assert not set(new_params) & set(old_params)
+    assert len(set(new_params)) == 20
+
+
+def test_resume_after_kill_9(tmp_path):
+    db = tmp_path / "killed.db"
+    url, cache = f"sqlite:///{db}", str(tmp_path / "cache")
+    args = ["--storage", url, "--study", "killed", "--cache-dir", cache, "--n-trials", "1000"]
+    args += ["--population-size", str(POPULATION), "--sleep", "0.2", "--hang-after", "6"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OPENBLAS_NUM_THREADS": "1"}
+    with open(tmp_path / "child.log", "w") as log:
+        child = subprocess.Popen([sys.executable, str(SUPPORT), *args], stdout=log, stderr=log, env=env)
+        try:
+            deadline = time.monotonic() + 90
+            while complete_in_db(db) < 6:
+                assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the child never completed 6 trials"
+                time.sleep(0.2)
+            time.sleep(0.5)  # trial 7 is now running (and hangs)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    killed = load(url, "killed")
+    before = {t.number: t for t in complete(killed)}
+    running = killed.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert len(before) == 6
+    assert len(running) == 1 and running[0].params  # killed mid-trial, params recorded
+    assert running[0].values is None
+
+    study = lo.run_study(
+        tiny_cnn(),
+        calibration(),
+        storage=url,
+        study_name="killed",
+        n_trials=12,
+        population_size=POPULATION,
+        show_progress=False,
+        profile_settings=settings(),
+        cache_dir=cache,
+    )
+    finished = {t.number: t for t in complete(study)}
+    assert len(finished) == 12
+    for number, old in before.items():
+        new = finished[number]
+        assert (new.params, new.values, new.user_attrs) == (old.params, old.values, old.user_attrs)
+    stale = study._storage.get_trial(running[0]._trial_id)
+    assert stale.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)
+    assert stale.number not in finished
+    assert all_none_count(study) == 1
+
+
+# --------------------------------------------------------------------------- in process
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_cnn()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return calibration(32)
+
+
+@pytest.fixture(scope="module")
+def profile(model, data):
+    return lo.profile_model(model, data, settings=settings(), show_progress=False)
+
+
+def quick_study(model, data, profile, storage, n_trials, **options):
+    options = {"population_size": 4, "show_progress": False, "profile": profile, **options}
+    return lo.run_study(model, data, storage=storage, study_name="quick", n_trials=n_trials, **options)
+
+
+def test_resume_to_a_reached_count_runs_nothing(model, data, profile):
+    storage = optuna.storages.InMemoryStorage()
+    study = quick_study(model, data, profile, storage, 5)
+    assert len(complete(study)) == 5
+    count = len(study.get_trials())  # 5 complete + the anchors still waiting
+    study = quick_study(model, data, profile, storage, 3)
+    assert len(study.get_trials()) == count and len(complete(study)) == 5
+    study = quick_study(model, data, profile, storage, 7)
+    assert len(complete(study)) == 7
+
+
+def test_default_storage_and_cache_are_under_studies(model, data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = lo.run_study(
+        model, data, study_name="defaults", n_trials=2, show_progress=False, profile_settings=settings()
+    )
+    assert len(complete(study)) == 2
+    assert (tmp_path / "studies" / "defaults.db").exists()
+    assert list((tmp_path / "studies" / "cache").glob("profile-*.json"))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga3"])
+def test_other_samplers(model, data, profile, sampler):
+    study = quick_study(model, data, profile, optuna.storages.InMemoryStorage(), 16, sampler=sampler)
+    assert len(complete(study)) == 16
+
+
+def test_study_of_another_model_is_refused(model, data, profile, tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    quick_study(model, data, profile, url, 2)
+    with pytest.raises(ValueError, match="searched over other layers"):
+        lo.run_study(
+            nested_cnn(),
+            calibration(8),
+            storage=url,
+            study_name="quick",
+            n_trials=3,
+            show_progress=False,
+            profile_settings=settings(),
+            cache_dir=None,
+        )
+
+
+def test_study_with_other_directions_is_refused(model, data, profile, tmp_path):
+    url = f"sqlite:///{tmp_path / 'directions.db'}"
+    optuna.create_study(storage=url, study_name="quick", direction="minimize")
+    with pytest.raises(ValueError, match="expected directions"):
+        quick_study(model, data, profile, url, 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"n_trials": 0}, "Invalid `n_trials`"),
+        ({"n_trials": True}, "Invalid `n_trials`"),
+        ({"sampler": "cmaes"}, "Invalid `sampler`"),
+        ({"crossover": "onepoint"}, "Invalid `crossover`"),
+        ({"population_size": 1}, "Invalid `population_size`"),
+        ({"storage": "studies/demo.db"}, "Invalid `storage`"),
+    ],
+)
+def test_invalid_arguments(model, data, profile, options, match):
+    options = {"n_trials": 2, "storage": optuna.storages.InMemoryStorage(), **options}
+    with pytest.raises(ValueError, match=match):
+        quick_study(model, data, profile, **options)
