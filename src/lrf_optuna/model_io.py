@@ -65,10 +65,14 @@ def writable_directory(directory: str | os.PathLike, *, option: str = "output di
         directory.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=directory).close()
     except OSError as error:
+        received = (
+            "a file, not a directory"
+            if isinstance(error, (FileExistsError, NotADirectoryError))
+            else f"one that cannot be written ({error.strerror or error})"
+        )
         raise PermissionError(
-            f"Invalid {option} '{directory}': expected a writable directory, received one that "
-            f"cannot be written ({error.strerror or error}). Choose another path, or fix the "
-            "directory's permissions."
+            f"Invalid {option} '{directory}': expected a writable directory, received {received}. "
+            "Choose another path, or fix the directory's permissions."
         ) from error
     return directory
 

@@ -122,7 +122,7 @@ def cached_profile(
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``lock_path`` (a no-op where flock does not exist)."""
-    writable_directory(lock_path.parent, option="`cache_dir`")
+    writable_directory(lock_path.parent, option="`cache_dir` (--cache-dir)")
     if fcntl is None:
         yield
         return

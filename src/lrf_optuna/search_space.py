@@ -11,7 +11,7 @@ plan stays strictly cheaper than the layer, and the trial records the rank used.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import optuna
 
@@ -19,6 +19,14 @@ from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.plan import NONE
 
 __all__ = ["LayerChoices", "SearchSpace"]
+
+
+def _allowed(methods, kind: str) -> set[str] | None:
+    if methods is None:
+        return None
+    if isinstance(methods, Mapping):
+        return set(methods.get(kind, ()))
+    return set(methods)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +53,17 @@ class SearchSpace:
     layers: tuple[LayerChoices, ...]
 
     @classmethod
-    def from_analysis(cls, analysis: ModelAnalysis, *, methods: Iterable[str] | None = None) -> SearchSpace:
-        """Every compressible layer with a useful rank; ``methods`` restricts the choice."""
-        allowed = None if methods is None else set(methods)
+    def from_analysis(
+        cls, analysis: ModelAnalysis, *, methods: Iterable[str] | Mapping[str, Iterable[str]] | None = None
+    ) -> SearchSpace:
+        """Every compressible layer with a useful rank.
+
+        ``methods`` restricts the choice: method names, or ``{"conv": [...], "dense": [...]}``
+        per layer kind (e.g. a single-method baseline: ``{"conv": ["cp"], "dense": ["svd"]}``).
+        """
         layers = []
         for spec in analysis.specs.values():
+            allowed = _allowed(methods, spec.kind)
             useful = {
                 m: r for m, r in spec.useful_ranks.items() if r > 0 and (allowed is None or m in allowed)
             }

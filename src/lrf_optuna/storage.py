@@ -25,7 +25,6 @@ __all__ = ["HeartbeatSettings", "default_storage_url", "open_storage", "storage_
 logger = logging.getLogger(__name__)
 JOURNAL_PREFIX = "journal:///"
 SQLITE_PREFIX = "sqlite:///"
-SQLITE_MAGIC = b"SQLite format 3\x00"
 ENV_INTERVAL = "LRF_OPTUNA_HEARTBEAT_INTERVAL"
 ENV_GRACE = "LRF_OPTUNA_HEARTBEAT_GRACE"
 ENV_CONNECT_TIMEOUT = "LRF_OPTUNA_CONNECT_TIMEOUT"
@@ -108,19 +107,6 @@ def _prepare_file(path: Path, *, create: bool, kind: str) -> None:
             ) from error
 
 
-def _check_sqlite_header(path: Path) -> None:
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    with path.open("rb") as stream:
-        header = stream.read(len(SQLITE_MAGIC))
-    if header != SQLITE_MAGIC:
-        raise ValueError(
-            f"Invalid SQLite database '{path}': expected an SQLite file, received "
-            f"{path.stat().st_size} bytes of something else (corrupt, or another format). "
-            "The file was not modified. Pass another --storage, or restore the file from a backup."
-        )
-
-
 def _journal(path: Path) -> optuna.storages.BaseStorage:
     try:
         backend = optuna.storages.journal.JournalFileBackend(str(path))
@@ -185,8 +171,9 @@ def _rdb(url: str, heartbeat: HeartbeatSettings) -> optuna.storages.RDBStorage:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         if url.startswith(SQLITE_PREFIX):
             raise ValueError(
-                f"Invalid SQLite database '{label}': expected an Optuna database, received one "
-                f"that cannot be opened ({reason}). Pass another --storage."
+                f"Invalid SQLite database '{label}': expected an Optuna SQLite database, received a "
+                f"file that SQLite cannot open ({reason}: corrupt, or another format). The file was "
+                "not modified. Pass another --storage, or restore the file from a backup."
             ) from error
         raise ConnectionError(
             f"Invalid `storage` '{label}': cannot connect to the database ({reason}). "
@@ -222,8 +209,10 @@ def open_storage(
     sqlite_path = _file_path(url, SQLITE_PREFIX)
     if sqlite_path is None:
         return _rdb(url, heartbeat)
+    # No Python open() of the file here: closing any descriptor of an SQLite file drops
+    # the POSIX locks of every SQLite connection of this process (corruption); SQLite
+    # itself refuses a file that is not a database, without writing to it.
     _prepare_file(sqlite_path, create=create, kind="database")
-    _check_sqlite_header(sqlite_path)
     storage = _rdb(url, heartbeat)
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # reconnect so every pooled connection gets the pragmas

@@ -1,0 +1,149 @@
+"""Compression at <= 1 point of test-accuracy loss: hybrid search vs baselines (issue #5).
+
+For each reference model (studies/models/*.keras, Fashion-MNIST) and each candidate
+(hybrid search with the layerwise and the model proxy, single conv method searches,
+weight-error proxy search, VBMF ranks), the most compressed Pareto plan whose
+accuracy after ONE fine-tuning run stays within 1 point of the original is found by
+bisection over the front sorted by params (each probe = one fine-tuning run).
+
+    python benchmarks/compression_table.py              # full: README numbers
+    python benchmarks/compression_table.py --quick      # smoke test (tiny budgets)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import optuna
+
+import lrf_optuna as lo
+from lrf_optuna.baselines import vbmf_plan
+from lrf_optuna.model_io import load_model_file
+from lrf_optuna.workflow import calibration_subset
+
+MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
+CONV_METHODS = ("tucker2", "cp", "svd", "spatial_svd")
+
+
+def candidates() -> dict[str, dict]:
+    found = {"hybrid (layerwise)": {}, "hybrid (model proxy)": {"proxy": "model"}}
+    for method in CONV_METHODS:
+        found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}}
+    found["weight-error proxy"] = {"metric": "weight_error"}
+    return found
+
+
+def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in lo.pareto_trials(study) if t.user_attrs.get("plan", "{}") != "{}"]
+
+
+def probe(model, plan, data, args, base_accuracy) -> dict:
+    compressed = lo.materialize(model, plan, seed=args.seed)
+    result = lo.finetune(compressed, data[0], validation_data=data[1], epochs=args.epochs, seed=args.seed)
+    cost, original = lo.model_cost(compressed), lo.model_cost(model)
+    return {
+        "params_removed": 1 - cost.params / original.params, "macs_removed": 1 - cost.macs / original.macs,
+        "acc_before_ft": result.accuracy_compressed, "acc_after_ft": result.accuracy_finetuned,
+        "ft_seconds": result.seconds, "ok": result.accuracy_finetuned >= base_accuracy - 0.01,
+    }  # fmt: skip
+
+
+def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dict | None, int]:
+    """Most compressed trial within 1 point, assuming accuracy grows along the front."""
+    trials = sorted(trials, key=lambda t: t.values[0])
+    low, high, best, probes = 0, len(trials) - 1, None, 0
+    while low <= high and probes < args.max_probes:
+        mid = (low + high) // 2
+        row = probe(model, lo.plan_from_trial(model, trials[mid], methods=methods), data, args, base_accuracy)
+        probes += 1
+        if row["ok"]:
+            best, high = row, mid - 1
+        else:
+            low = mid + 1
+    return best, probes
+
+
+def run_model(name: str, data, args) -> list[dict]:
+    model = load_model_file(MODELS / f"{name}.keras")
+    base = lo.evaluate_accuracy(model, *data[1])
+    calibration = calibration_subset(data[0][0], args.calibration, seed=args.seed)
+    rows = [{"model": name, "candidate": "uncompressed", "params_removed": 0.0, "macs_removed": 0.0,
+             "acc_before_ft": base, "acc_after_ft": base, "ft_seconds": 0.0, "probes": 0, "search_s": 0.0}]  # fmt: skip
+    for label, options in candidates().items():
+        start = time.perf_counter()
+        study = lo.run_study(
+            model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=label, n_trials=args.trials,
+            seed=args.seed, population_size=args.population, show_progress=False, cache_dir=args.cache, **options,
+        )  # fmt: skip
+        searched = time.perf_counter() - start
+        best, probes = bisect_front(model, front(study), data, args, base, options.get("methods"))
+        rows.append(
+            {"model": name, "candidate": label, **(best or {}), "probes": probes, "search_s": searched}
+        )
+    plan = vbmf_plan(lo.analyze(model))
+    rows.append(
+        {
+            "model": name,
+            "candidate": "VBMF (tucker2/svd)",
+            **probe(model, plan, data, args, base),
+            "probes": 1,
+            "search_s": 0.0,
+        }
+    )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    header = f"{'model':<13} {'candidate':<22} {'params -%':>9} {'MACs -%':>8} {'acc pre-FT':>10} {'acc FT':>7} {'FT s':>6} {'probes':>6} {'search s':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        if "acc_after_ft" not in r:
+            lines.append(
+                f"{r['model']:<13} {r['candidate']:<22} {'no plan within 1 point':>44} {r['probes']:>6} {r['search_s']:>8.1f}"
+            )
+            continue
+        lines.append(
+            f"{r['model']:<13} {r['candidate']:<22} {100 * r['params_removed']:>9.1f} {100 * r['macs_removed']:>8.1f} "
+            f"{r['acc_before_ft']:>10.4f} {r['acc_after_ft']:>7.4f} {r['ft_seconds']:>6.1f} {r['probes']:>6} {r['search_s']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
+    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small", "resnet_small"])
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-probes", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="studies/cache")
+    args = parser.parse_args()
+    (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
+    if args.quick:
+        args.models, args.trials, args.population, args.calibration, args.max_probes = (
+            ["lenet5"],
+            24,
+            8,
+            32,
+            2,
+        )
+        x_train, y_train, x_test, y_test = x_train[:2000], y_train[:2000], x_test[:1000], y_test[:1000]
+    data = ((x_train, y_train), (x_test, y_test))
+    rows = [row for name in args.models for row in run_model(name, data, args)]
+    print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); trials={args.trials}, "
+          f"population={args.population}, calibration={args.calibration}, fine-tune epochs={args.epochs}")  # fmt: skip
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""How well each similarity proxy ranks plans by real accuracy (issue #5).
+
+One NSGA-II study (layerwise CKA/mean) gives the plans; >= 12 of them spread over
+the Pareto front are scored by every proxy (CKA, cosine, NMSE x mean/product/min/
+weighted aggregators, layerwise; CKA/cosine/NMSE on network outputs, model proxy;
+the weight reconstruction error) and by test accuracy before fine-tuning and, with
+``--finetune``, after one fine-tuning run. Printed: Spearman rank correlation of
+each proxy with each accuracy.
+
+    python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # README numbers
+    python benchmarks/proxy_fidelity.py --quick                      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import optuna
+import pandas as pd
+
+import lrf_optuna as lo
+from lrf_optuna.model_io import load_model_file
+from lrf_optuna.workflow import calibration_subset
+
+MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
+
+
+def spread(trials: list, count: int) -> list:
+    """``count`` trials evenly spaced along the front sorted by params."""
+    ordered = sorted(trials, key=lambda t: t.values[0])
+    picks = np.unique(np.linspace(0, len(ordered) - 1, count).round().astype(int))
+    return [ordered[i] for i in picks]
+
+
+def proxies(model, calibration, profile) -> dict[str, object]:
+    analysis = lo.analyze(model)
+    found = {}
+    for metric in ("cka", "cosine", "nmse"):
+        for aggregator in lo.AGGREGATORS:
+            found[f"layerwise {metric}/{aggregator}"] = lo.LayerwiseProxy(
+                profile, analysis, metric=metric, aggregator=aggregator
+            )
+        found[f"model {metric}"] = lo.ModelProxy(model, analysis, calibration, metric=metric)
+    for aggregator in ("mean", "product"):
+        found[f"weight error/{aggregator}"] = lo.LayerwiseProxy(
+            profile, analysis, metric="weight_error", aggregator=aggregator
+        )
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--plans", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--finetune", action="store_true", help="also fine-tune each plan once (1 epoch)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
+    if args.quick:
+        args.plans, args.trials, args.calibration = 4, 24, 32
+        x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
+    model = load_model_file(MODELS / f"{args.model}.keras")
+    calibration = calibration_subset(x_train, args.calibration, seed=args.seed)
+    profile = lo.profile_model(model, calibration, cache_dir="studies/cache", show_progress=False)
+    study = lo.run_study(model, calibration, storage=optuna.storages.InMemoryStorage(), n_trials=args.trials,
+                         seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
+    scorers = proxies(model, calibration, profile)
+    rows = []
+    for trial in spread(lo.pareto_trials(study), args.plans):
+        plan = lo.plan_from_trial(model, trial)
+        compressed = lo.materialize(model, plan, seed=args.seed)
+        row = {
+            "trial": trial.number,
+            "params": trial.values[0],
+            "acc_before_ft": lo.evaluate_accuracy(compressed, x_test, y_test),
+        }
+        if args.finetune:
+            result = lo.finetune(
+                compressed, (x_train, y_train), validation_data=(x_test, y_test), epochs=1, seed=args.seed
+            )
+            row["acc_after_ft"] = result.accuracy_finetuned
+        row.update({name: scorer(plan) for name, scorer in scorers.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    targets = [c for c in ("acc_before_ft", "acc_after_ft") if c in frame]
+    table = frame[[*targets, *scorers]].corr(method="spearman").loc[list(scorers), targets]
+    print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
+          f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}")  # fmt: skip
+    print("Spearman rank correlation of each proxy with test accuracy")
+    print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
+    print()
+    print(frame[["trial", "params", *targets]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
