@@ -26,7 +26,9 @@ def test_search_throughput_quick():
     # the throughput table: both storages, both objectives, a ratio per row
     for storage in ("memory", "sqlite"):
         for objective in ("trivial", "layerwise"):
-            match = re.search(rf"^{storage}\s+{objective}\s+30\s+([\d.e+-]+)\s+([\d.e+-]+)\s+([\d.e+-]+)$", out, re.M)
+            match = re.search(
+                rf"^{storage}\s+{objective}\s+30\s+([\d.e+-]+)\s+([\d.e+-]+)\s+([\d.e+-]+)$", out, re.M
+            )
             assert match, f"no {storage}/{objective} row in:\n{out}"
             assert float(match.group(2)) > 0 and float(match.group(3)) > 0
     # the evaluate table and the profile table

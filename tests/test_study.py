@@ -100,12 +100,15 @@ def test_resume_in_a_new_process(tmp_path):
     assert len(set(new_params)) == 20
 
 
-def test_resume_after_kill_9(tmp_path):
+HEARTBEAT = {"LRF_OPTUNA_HEARTBEAT_INTERVAL": "1", "LRF_OPTUNA_HEARTBEAT_GRACE": "3"}
+
+
+def test_resume_after_kill_9(tmp_path, monkeypatch):
     db = tmp_path / "killed.db"
     url, cache = f"sqlite:///{db}", str(tmp_path / "cache")
     args = ["--storage", url, "--study", "killed", "--cache-dir", cache, "--n-trials", "1000"]
     args += ["--population-size", str(POPULATION), "--sleep", "0.2", "--hang-after", "6"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OPENBLAS_NUM_THREADS": "1", **HEARTBEAT}
     with open(tmp_path / "child.log", "w") as log:
         child = subprocess.Popen([sys.executable, str(SUPPORT), *args], stdout=log, stderr=log, env=env)
         try:
@@ -114,11 +117,12 @@ def test_resume_after_kill_9(tmp_path):
                 assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the child never completed 6 trials"
                 time.sleep(0.2)
-            time.sleep(0.5)  # trial 7 is now running (and hangs)
+            time.sleep(0.5)  # the 7th trial is now running (and hangs)
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
+    killed_at = time.monotonic()
 
     killed = load(url, "killed")
     before = {t.number: t for t in complete(killed)}
@@ -126,7 +130,11 @@ def test_resume_after_kill_9(tmp_path):
     assert len(before) == 6
     assert len(running) == 1 and running[0].params  # killed mid-trial, params recorded
     assert running[0].values is None
+    stale_number = running[0].number
 
+    for name, value in HEARTBEAT.items():
+        monkeypatch.setenv(name, value)
+    time.sleep(max(0.0, killed_at + 4 - time.monotonic()))  # past the grace period
     study = lo.run_study(
         tiny_cnn(),
         calibration(),
@@ -143,9 +151,11 @@ def test_resume_after_kill_9(tmp_path):
     for number, old in before.items():
         new = finished[number]
         assert (new.params, new.values, new.user_attrs) == (old.params, old.values, old.user_attrs)
-    stale = study._storage.get_trial(running[0]._trial_id)
-    assert stale.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)
-    assert stale.number not in finished
+    # the killed trial is never COMPLETE: its heartbeat stopped, so it failed and was retried
+    stale = next(t for t in study.get_trials() if t.number == stale_number)
+    assert stale.state == optuna.trial.TrialState.FAIL
+    retries = [t for t in finished.values() if t.system_attrs.get("failed_trial") == stale_number]
+    assert len(retries) == 1 and retries[0].params == stale.params
     assert all_none_count(study) == 1
 
 
@@ -225,7 +235,7 @@ def test_study_with_other_directions_is_refused(model, data, profile, tmp_path):
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"n_trials": 0}, "Invalid `n_trials`"),
+        ({"n_trials": -1}, "Invalid `n_trials`"),
         ({"n_trials": True}, "Invalid `n_trials`"),
         ({"sampler": "cmaes"}, "Invalid `sampler`"),
         ({"crossover": "onepoint"}, "Invalid `crossover`"),

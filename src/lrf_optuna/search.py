@@ -18,7 +18,7 @@ from lrf_optuna.profile_cache import cached_profile, profile_key
 from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC, LayerwiseProxy, ModelProxy
 from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.storage import default_storage_url
-from lrf_optuna.study import SamplerSettings, open_study, remaining_trials
+from lrf_optuna.study import GracefulInterrupt, SamplerSettings, open_study, remaining_trials
 
 __all__ = ["make_objective", "plan_from_trial", "profile_model", "run_study"]
 
@@ -127,13 +127,17 @@ def run_study(
     remaining = remaining_trials(study, n_trials)
     logger.info("study '%s': %d trial(s) to run", study_name, remaining)
     if remaining:
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=timeout,
-            show_progress_bar=show_progress,
-            callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))],
-        )
+        with GracefulInterrupt() as interrupt:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=timeout,
+                show_progress_bar=show_progress,
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,)),
+                    interrupt,
+                ],
+            )
     return study
 
 

@@ -33,11 +33,16 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _knee(front: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
-    # Closest point to the ideal corner after scaling each objective to [0, 1] on the front.
-    points = np.array([[t.values[0], t.values[1], -t.values[2]] for t in front], dtype=float)
+    """Kneedle on (params, similarity): the point farthest above the chord joining the
+    most compressed and the most similar ends of the front (diminishing returns start)."""
+    ordered = sorted(front, key=lambda t: t.values[0])
+    if len(ordered) < 3:
+        return ordered[-1]
+    points = np.array([[t.values[0], t.values[2]] for t in ordered], dtype=float)
     span = np.ptp(points, axis=0)
-    scaled = (points - points.min(axis=0)) / np.where(span > 0, span, 1.0)
-    return front[int(np.argmin(np.linalg.norm(scaled, axis=1)))]
+    x, y = ((points - points.min(axis=0)) / np.where(span > 0, span, 1.0)).T
+    chord = y[0] + (y[-1] - y[0]) * (x - x[0]) / max(x[-1] - x[0], 1e-12)
+    return ordered[int(np.argmax(y - chord))]
 
 
 def select_trial(

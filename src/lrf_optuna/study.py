@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
+import threading
 import warnings
 
 import optuna
@@ -13,6 +15,7 @@ from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.storage import CREATE_HINT, open_storage, storage_label
 
 __all__ = [
+    "GracefulInterrupt",
     "SamplerSettings",
     "anchor_params",
     "load_existing_study",
@@ -139,3 +142,39 @@ def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     complete = len([t for t in trials if "lrf_optuna:finetuned_from" not in t.user_attrs])
     return max(0, n_trials - complete)
+
+
+class GracefulInterrupt:
+    """Ctrl-C around ``study.optimize``: the running trial finishes, then KeyboardInterrupt.
+
+    Use as a context manager around ``optimize`` and pass it as a callback. The first
+    SIGINT only sets ``requested``; after the current trial the callback stops the loop,
+    and leaving the context raises KeyboardInterrupt, so no trial is left RUNNING or
+    half-told. A second SIGINT raises at once. Outside the main thread it does nothing.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        if self.requested and kind is None:
+            raise KeyboardInterrupt
+        return False
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("interrupted: finishing the running trial, then stopping (Ctrl-C again: at once)")
+
+    def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if self.requested:
+            study.stop()

@@ -45,7 +45,13 @@ from lrf_optuna.profile_cache import profile_key
 from lrf_optuna.search import make_objective
 from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.select import FINETUNED_FROM
-from lrf_optuna.study import SamplerSettings, load_existing_study, make_sampler, remaining_trials
+from lrf_optuna.study import (
+    GracefulInterrupt,
+    SamplerSettings,
+    load_existing_study,
+    make_sampler,
+    remaining_trials,
+)
 
 __all__ = ["OWNER_ATTR", "SURPLUS_ATTR", "optimize_shared", "run_worker", "worker_seed"]
 
@@ -168,14 +174,15 @@ def optimize_shared(
     if not budget.wait_for_slot(study):
         logger.info("worker %s: study '%s' already has its %d trials", owner, study.study_name, n_trials)
         return study
-    study.optimize(
-        _Claimed(objective, owner, n_trials),
-        n_trials=None,
-        timeout=timeout,
-        callbacks=[budget],
-        gc_after_trial=False,
-        show_progress_bar=False,
-    )
+    with GracefulInterrupt() as interrupt:
+        study.optimize(
+            _Claimed(objective, owner, n_trials),
+            n_trials=None,
+            timeout=timeout,
+            callbacks=[interrupt, dataclasses.replace(budget, interrupt=interrupt)],
+            gc_after_trial=False,
+            show_progress_bar=False,
+        )
     complete = n_trials - remaining_trials(study, n_trials)
     logger.info("worker %s: stopped; study '%s' has %d/%d", owner, study.study_name, complete, n_trials)
     return study
@@ -212,9 +219,10 @@ class _Budget:
 
     n_trials: int
     poll_interval: float
+    interrupt: GracefulInterrupt | None = None
 
     def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        if not self.wait_for_slot(study):
+        if (self.interrupt and self.interrupt.requested) or not self.wait_for_slot(study):
             study.stop()
 
     def wait_for_slot(self, study: optuna.Study) -> bool:
@@ -230,7 +238,7 @@ class _Budget:
             ]
             if any(t.state == State.WAITING for t in pending) or len(pending) < remaining:
                 return True
-            if not _may_still_fail(study, pending):
+            if not _may_still_fail(study, pending) or (self.interrupt and self.interrupt.requested):
                 return False
             time.sleep(self.poll_interval)
 
