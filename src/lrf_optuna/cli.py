@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
-DEFAULT_MODEL = "studies/models/vgg_small.keras"
+DEFAULT_MODEL = "studies/models/resnet_small.keras"
 logger = logging.getLogger("lrf_optuna")
 
 
@@ -106,6 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (FileNotFoundError, ValueError, TypeError, PermissionError, ConnectionError, ImportError)
+INTERRUPTED = "interrupted: the study keeps every finished trial; run the same command to resume"
+
+
+class _Interrupts:
+    """Remembers SIGINT: TensorFlow may turn a KeyboardInterrupt into another exception."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+        raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -113,14 +130,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     from lrf_optuna import commands  # heavy imports (TensorFlow) only after --help
 
+    interrupts = _Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts) if _main_thread() else None
     try:
         return getattr(commands, f"run_{args.command}")(args)
-    except (FileNotFoundError, ValueError, TypeError, PermissionError, ConnectionError, ImportError) as error:
+    except KeyboardInterrupt:
+        logger.error(INTERRUPTED)
+        return 130
+    except Exception as error:
+        if interrupts.count:
+            logger.error(INTERRUPTED)
+            return 130
+        if not isinstance(error, USER_ERRORS):
+            raise
         logger.error("%s", error)
         return 2
-    except KeyboardInterrupt:
-        logger.error("interrupted: the study keeps every finished trial; run the same command to resume")
-        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":
