@@ -141,9 +141,9 @@ def run_config(storage: str, objective: str, workers: int, mode: Mode, directory
     seconds = (
         max(t.datetime_complete for t in complete) - min(t.datetime_start for t in complete)
     ).total_seconds()
+    pruned = loaded.get_trials(states=(optuna.trial.TrialState.PRUNED,))
     if storage.startswith("postgresql"):
         optuna.delete_study(study_name=study, storage=open_storage(storage))
-    pruned = loaded.get_trials(states=(optuna.trial.TrialState.PRUNED,))
     return {"trials": len(complete), "pruned": len(pruned), "seconds": seconds}
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import optuna
 import pytest
 
 import lrf_optuna as lo
-from search_support import LAYERS, METRIC_FUNCTIONS, calibration, predict, settings, tiny_cnn
+from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
 
 PLANS = [
     {"c2": ("svd", 5)},
@@ -64,17 +65,11 @@ def test_layerwise_all_none_scores_one(model, data, profile, analysis, metric, a
     assert layerwise(profile, analysis, metric, aggregator)({}) == pytest.approx(1.0, abs=1e-6)
     objective = lo.make_objective(model, data, profile=profile, metric=metric, aggregator=aggregator)
     none_params = {f"{name}.method": "none" for name in LAYERS} | {f"{n}.rank": 3 for n in LAYERS}
-    plan = objective.space.plan_of(optuna_fixed(none_params))
+    plan = objective.space.plan_of(optuna.trial.FixedTrial(none_params))
     assert plan == {}
     params, macs, similarity = objective.evaluate(plan)
     assert (params, macs) == (analysis.cost.params, analysis.cost.macs)
     assert similarity == pytest.approx(1.0, abs=1e-6)
-
-
-def optuna_fixed(params):
-    import optuna
-
-    return optuna.trial.FixedTrial(params)
 
 
 def test_layerwise_values_at_profiled_ranks(profile, analysis):
@@ -199,8 +194,6 @@ def test_model_proxy_uses_the_first_max_samples(model):
 
 
 def test_model_proxy_on_a_nested_model():
-    from search_support import METRIC_FUNCTIONS, nested_cnn
-
     model, data = nested_cnn(), calibration(16)
     objective = lo.make_objective(model, data, proxy="model", metric="nmse")
     plan = {"inner/conv": ("tucker2", 4), "stem": ("svd", 2)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import keras
 import optuna
 import pytest
 
@@ -117,8 +118,6 @@ def test_plan_of_a_trial_from_another_space(objective):
 
 
 def test_model_without_compressible_layer_is_refused():
-    import keras
-
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))  # no rank is cheaper
     with pytest.raises(ValueError, match="Invalid model for search"):

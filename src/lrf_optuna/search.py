@@ -86,7 +86,21 @@ def make_objective(
                 show_progress=show_progress,
             )
         scorer = LayerwiseProxy(profile, analysis, metric=metric, aggregator=aggregator)
+        _check_profile_covers(space, scorer)
     return Objective(analysis, space, scorer, constraints=constraints)
+
+
+def _check_profile_covers(space: SearchSpace, scorer: LayerwiseProxy) -> None:
+    """Fail now, not at the first trial that picks an unprofiled (layer, method)."""
+    missing = [
+        f"{c.name}:{m}" for c in space.layers for m in c.useful_ranks if (c.name, m) not in scorer.curves
+    ]
+    if missing:
+        raise ValueError(
+            "Invalid `profile`: expected a curve for every layer and method of the search space, "
+            f"received none for {missing[:5]}{'...' if len(missing) > 5 else ''}. Profile this model "
+            "with the searched methods (`profile_settings.methods`), or restrict `methods` to them."
+        )
 
 
 def run_study(

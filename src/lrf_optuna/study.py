@@ -18,6 +18,7 @@ __all__ = [
     "GracefulInterrupt",
     "SamplerSettings",
     "anchor_params",
+    "check_space",
     "load_existing_study",
     "make_sampler",
     "open_study",
@@ -81,7 +82,7 @@ def open_study(storage, study_name: str, settings: SamplerSettings, space: Searc
         storage=storage, study_name=study_name, directions=DIRECTIONS, load_if_exists=True
     )
     _check_directions(study)
-    _check_space(study, space)
+    check_space(study, space)
     study.sampler = make_sampler(settings, offset=len(study.get_trials(deepcopy=False)))
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still the only way
@@ -94,8 +95,11 @@ def open_study(storage, study_name: str, settings: SamplerSettings, space: Searc
     return study
 
 
-def load_existing_study(storage, study_name: str, space: SearchSpace) -> optuna.Study:
-    """A study created before (by ``run_study``); never creates one. Its sampler is Optuna's default."""
+def load_existing_study(storage, study_name: str, space: SearchSpace | None = None) -> optuna.Study:
+    """A study created before (by ``run_study``); never creates one. Its sampler is Optuna's default.
+
+    ``space``, when given, must be the one the study's trials were searched over.
+    """
     label = storage_label(storage) if isinstance(storage, str) else type(storage).__name__
     storage = open_storage(storage, create=False)
     names = optuna.get_all_study_names(storage)
@@ -106,7 +110,8 @@ def load_existing_study(storage, study_name: str, space: SearchSpace) -> optuna.
         )
     study = optuna.load_study(study_name=study_name, storage=storage)
     _check_directions(study)
-    _check_space(study, space)
+    if space is not None:
+        check_space(study, space)
     return study
 
 
@@ -119,7 +124,8 @@ def _check_directions(study: optuna.Study) -> None:
         )
 
 
-def _check_space(study: optuna.Study, space: SearchSpace) -> None:
+def check_space(study: optuna.Study, space: SearchSpace) -> None:
+    """ValueError when the study's COMPLETE trials were searched over another space."""
     expected = space.distributions()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))[:1]:
         if set(trial.distributions) != set(expected):

@@ -38,16 +38,16 @@ import keras
 import numpy as np
 import optuna
 
-from lrf_optuna.analysis import analyze
 from lrf_optuna.objective import Constraints
 from lrf_optuna.profile import ProfileSettings, check_calibration
 from lrf_optuna.profile_cache import profile_key
+from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 from lrf_optuna.search import make_objective
-from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.select import FINETUNED_FROM
 from lrf_optuna.study import (
     GracefulInterrupt,
     SamplerSettings,
+    check_space,
     load_existing_study,
     make_sampler,
     remaining_trials,
@@ -90,7 +90,7 @@ def run_worker(
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"Invalid `n_trials`: expected an integer >= 1, received {n_trials!r}")
-    study = load_existing_study(storage, study_name, SearchSpace.from_analysis(analyze(model)))
+    study = load_existing_study(storage, study_name)
     attrs = _recorded(study)
     _check_model(study, model, calibration_x, attrs)
     objective = make_objective(
@@ -106,6 +106,7 @@ def run_worker(
         seed=attrs["seed"],
         show_progress=False,
     )
+    check_space(study, objective.space)
     worker = os.getpid() if worker_id is None else worker_id
     trials_so_far = len(study.get_trials(deepcopy=False))
     sampler = SamplerSettings(**attrs["sampler"], seed=worker_seed(seed, worker, trials_so_far))
@@ -127,9 +128,9 @@ def _recorded(study: optuna.Study) -> dict:
         profile["methods"] = tuple(profile["methods"])
     methods = attrs.get(f"{ATTR}methods")
     return {
-        "proxy": attrs.get(f"{ATTR}proxy", "layerwise"),
-        "metric": attrs.get(f"{ATTR}metric"),
-        "aggregator": attrs.get(f"{ATTR}aggregator"),
+        "proxy": attrs.get(f"{ATTR}proxy") or "layerwise",
+        "metric": attrs.get(f"{ATTR}metric") or DEFAULT_METRIC,
+        "aggregator": attrs.get(f"{ATTR}aggregator") or DEFAULT_AGGREGATOR,
         "constraints": attrs.get(f"{ATTR}constraints") or {},
         "methods": None if methods is None else tuple(methods),
         "profile_settings": ProfileSettings(**profile),
