@@ -48,14 +48,29 @@ class Mode:
     layerwise_plans: int
     model_plans: int
     samples: int
+    repeats: int
     ranks_per_method: int
 
 
 FULL = Mode(
-    "full", trials=150, population=50, layerwise_plans=2000, model_plans=2, samples=32, ranks_per_method=8
+    "full",
+    trials=150,
+    population=50,
+    layerwise_plans=2000,
+    model_plans=2,
+    samples=32,
+    repeats=2,
+    ranks_per_method=8,
 )
 QUICK = Mode(
-    "quick", trials=20, population=8, layerwise_plans=200, model_plans=2, samples=16, ranks_per_method=2
+    "quick",
+    trials=20,
+    population=8,
+    layerwise_plans=200,
+    model_plans=2,
+    samples=16,
+    repeats=2,
+    ranks_per_method=2,
 )
 
 
@@ -90,23 +105,35 @@ def trivial_objective(space: lo.SearchSpace) -> Callable[[optuna.Trial], tuple[i
     return objective
 
 
-def throughput(objective: lo.Objective, mode: Mode, storage_kind: str, workdir: Path) -> list[tuple]:
-    """(storage, objective, trials, wall s, CPU s, trials/s) for the trivial then the real objective."""
-    rows = []
+def one_run(function, space: lo.SearchSpace, mode: Mode, storage_kind: str, path: Path) -> tuple:
+    """(trials, wall s, CPU s) of ``study.optimize`` on a fresh study and storage."""
+    if storage_kind == "sqlite":
+        storage = lo.open_storage(f"sqlite:///{path}")
+    else:
+        storage = optuna.storages.InMemoryStorage()
     settings = SamplerSettings(name="nsga2", population_size=mode.population, seed=0)
-    for label, function in (("trivial", trivial_objective(objective.space)), ("layerwise", objective)):
-        if storage_kind == "sqlite":
-            path = workdir / f"{label}.db"
-            storage = lo.open_storage(f"sqlite:///{path}")
-        else:
-            storage = optuna.storages.InMemoryStorage()
-        study = open_study(storage, f"throughput-{label}", settings, objective.space)
-        cpu = time.process_time()
-        _, seconds = timed(lambda: study.optimize(function, n_trials=mode.trials))  # noqa: B023
-        cpu = time.process_time() - cpu
-        done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
-        rows.append((storage_kind, label, done, seconds, cpu, done / seconds))
-    return rows
+    study = open_study(storage, "throughput", settings, space)
+    cpu = time.process_time()
+    _, seconds = timed(lambda: study.optimize(function, n_trials=mode.trials))
+    cpu = time.process_time() - cpu
+    return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))), seconds, cpu
+
+
+def throughput(objective: lo.Objective, mode: Mode, storage_kind: str, workdir: Path) -> list[tuple]:
+    """(storage, objective, trials, wall s, CPU s, trials/s): trivial then real objective.
+
+    The two alternate ``mode.repeats`` times and each keeps its fastest run, so a load
+    spike on this machine does not decide the ratio.
+    """
+    functions = {"trivial": trivial_objective(objective.space), "layerwise": objective}
+    best: dict[str, tuple] = {}
+    for repeat in range(mode.repeats):
+        for label, function in functions.items():
+            path = workdir / f"{storage_kind}-{label}-{repeat}.db"
+            run = one_run(function, objective.space, mode, storage_kind, path)
+            if label not in best or run[1] < best[label][1]:
+                best[label] = run
+    return [(storage_kind, label, n, wall, cpu, n / wall) for label, (n, wall, cpu) in best.items()]
 
 
 def random_plans(space: lo.SearchSpace, count: int, seed: int = 0) -> list[dict]:
@@ -188,8 +215,8 @@ def throughput_section(objective: lo.Objective, mode: Mode, workdir: Path) -> li
         rows += [[*r, r[-1] / trivial_rate] for r in runs]
     return [
         f"study.optimize: NSGA-II (population {mode.population}, seed 0, uniform crossover), "
-        f"{mode.trials} trials per run, anchors included; trivial = same suggestions, constant values "
-        f"({_load()})",
+        f"{mode.trials} trials per run, anchors included, best of {mode.repeats} alternating runs; "
+        f"trivial = same suggestions, constant values ({_load()})",
         table(["storage", "objective", "trials", "wall s", "CPU s", "trials/s", "real/trivial"], rows),
     ]
 

@@ -96,8 +96,11 @@ def test_cache_file_is_plain_json(cached):
 def test_objective_from_the_cache_scores_like_the_computed_profile(model, data, cached):
     directory, first, _ = cached
     plan = {"c1": ("svd", 3), "d1": ("tucker", 5), "c2": ("tucker2", 7)}
-    from_cache = lo.make_objective(model, data, profile_settings=SETTINGS, cache_dir=directory)
-    from_frame = lo.make_objective(model, data, profile=first)
+    methods = SETTINGS.methods
+    from_cache = lo.make_objective(
+        model, data, methods=methods, profile_settings=SETTINGS, cache_dir=directory
+    )
+    from_frame = lo.make_objective(model, data, methods=methods, profile=first)
     assert from_cache.evaluate(plan) == from_frame.evaluate(plan)
 
 

@@ -33,7 +33,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def constraints(model):
-    return lo.Constraints(max_params=int(0.6 * lo.model_cost(model).params), min_similarity=0.9)
+    return lo.Constraints(max_params=int(0.6 * lo.model_cost(model).params), min_similarity=0.75)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +105,16 @@ def test_methods_restriction(model, data, cache_dir):
     )
     for layer in restricted.space.layers:
         assert layer.methods == ("svd", "none")
+
+
+def test_profile_must_cover_the_space(model, data, cache_dir):
+    profile = lo.profile_model(model, data, settings=settings(), cache_dir=cache_dir)
+    svd_only = profile[profile.method == "svd"]
+    # without this check the search failed at the first trial picking another method
+    with pytest.raises(ValueError, match=r"Invalid `profile`.*received none for c1:tucker2, c1:cp"):
+        lo.make_objective(model, data, profile=svd_only)
+    objective = lo.make_objective(model, data, profile=svd_only, methods=("svd",))
+    assert objective.evaluate({"c1": ("svd", 2)})[2] < 1.0
 
 
 def test_plan_of_a_trial_from_another_space(objective):

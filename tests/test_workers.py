@@ -22,6 +22,7 @@ from lrf_optuna.storage import open_storage
 from lrf_optuna.worker import OWNER_ATTR, SURPLUS_ATTR
 from search_support import settings
 from worker_support import (
+    HANG_MARK,
     HERE,
     POSTGRES_ENV,
     SHORT_HEARTBEAT,
@@ -142,12 +143,12 @@ def killed_worker(inputs, storage, study_name, tmp_path) -> None:
         victim_log, **SHORT_HEARTBEAT,
     )  # fmt: skip
     helper = start(worker_command(inputs, storage, study_name, BUDGET, 1), helper_log, **SHORT_HEARTBEAT)
-    wait_for_line(victim_log, "hanging", victim)
+    wait_for_line(victim_log, HANG_MARK, victim)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     finish([helper], [helper_log])
     trials = check_exact(storage, study_name)
-    hung = int(victim_log.read_text().split("hanging")[1].split()[0])
+    hung = int(victim_log.read_text().split(HANG_MARK)[1].split()[0])
     assert trials[hung].state == State.FAIL  # stale: its heartbeat stopped
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == hung]
     assert len(retries) == 1 and retries[0].state == State.COMPLETE  # enqueued again, then run

@@ -2,7 +2,7 @@
 
 ``python tests/worker_support.py --storage URL --study NAME --n-trials N --model M
 --data D --cache-dir C --hang-after K`` runs ``lo.run_worker`` whose objective hangs
-(prints "hanging <trial number>", then sleeps) at the end of its (K+1)-th call: the test then SIGKILLs it mid-trial.
+(prints "HANGING-IN-TRIAL <number>", then sleeps) at the end of its (K+1)-th call: the test then SIGKILLs it mid-trial.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 POSTGRES_ENV = "LRF_OPTUNA_TEST_POSTGRES_URL"
+HANG_MARK = "HANGING-IN-TRIAL"
 SHORT_HEARTBEAT = {"LRF_OPTUNA_HEARTBEAT_INTERVAL": "1", "LRF_OPTUNA_HEARTBEAT_GRACE": "3"}
 
 
@@ -104,10 +105,11 @@ def _hanging_worker(args: argparse.Namespace) -> None:
             calls += 1
             values = objective(trial)  # the trial has its params, then never ends
             if calls > args.hang_after:
-                print("hanging", trial.number, flush=True)
+                print(HANG_MARK, trial.number, flush=True)
                 time.sleep(600)
             return values
 
+        hanging.space = objective.space
         return hanging
 
     worker.make_objective = make_objective

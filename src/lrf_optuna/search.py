@@ -96,10 +96,11 @@ def _check_profile_covers(space: SearchSpace, scorer: LayerwiseProxy) -> None:
         f"{c.name}:{m}" for c in space.layers for m in c.useful_ranks if (c.name, m) not in scorer.curves
     ]
     if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ValueError(
             "Invalid `profile`: expected a curve for every layer and method of the search space, "
-            f"received none for {missing[:5]}{'...' if len(missing) > 5 else ''}. Profile this model "
-            "with the searched methods (`profile_settings.methods`), or restrict `methods` to them."
+            f"received none for {', '.join(missing[:5])}{more}. Profile this model with the searched "
+            "methods (`profile_settings.methods`), or restrict `methods` to the profiled ones."
         )
 
 
