@@ -128,7 +128,11 @@ def test_two_workers_on_sqlite_then_a_larger_budget(inputs, tmp_path, study_name
     create(inputs, storage, study_name)
     run_workers(inputs, storage, study_name, 2, tmp_path)
     check_exact(storage, study_name)
-    run_workers(inputs, storage, study_name, 1, tmp_path, budget=BUDGET + 4)  # resumes
+    model_path, data_path, cache = inputs
+    lo.run_worker(  # in this process: a larger budget resumes the study
+        keras.models.load_model(model_path), np.load(data_path), storage=storage,
+        study_name=study_name, n_trials=BUDGET + 4, worker_id=9, cache_dir=cache,
+    )  # fmt: skip
     check_exact(storage, study_name, BUDGET + 4)
 
 
@@ -149,7 +153,7 @@ def killed_worker(inputs, storage, study_name, tmp_path) -> None:
     finish([helper], [helper_log])
     trials = check_exact(storage, study_name)
     hung = int(victim_log.read_text().split(HANG_MARK)[1].split()[0])
-    assert trials[hung].state == State.FAIL  # stale: its heartbeat stopped
+    assert trials[hung].state == State.FAIL  # stale heartbeat, or (Journal) its process is gone
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == hung]
     assert len(retries) == 1 and retries[0].state == State.COMPLETE  # enqueued again, then run
     assert retries[0].params == trials[hung].params
@@ -163,11 +167,20 @@ def test_killed_worker_on_sqlite_is_retried(inputs, tmp_path, study_name, monkey
     killed_worker(inputs, storage, study_name, tmp_path)
 
 
+@pytest.mark.slow  # the same heartbeat mechanism as SQLite, on a server
 def test_killed_worker_on_postgresql_is_retried(inputs, tmp_path, postgres_url, study_name, monkeypatch):
     for key, value in SHORT_HEARTBEAT.items():
         monkeypatch.setenv(key, value)
     create(inputs, postgres_url, study_name)
     killed_worker(inputs, postgres_url, study_name, tmp_path)
+
+
+@pytest.mark.slow
+def test_killed_worker_on_a_journal_file_is_retried(inputs, tmp_path, study_name):
+    """No heartbeats: the surviving worker sees that the trial's process is gone."""
+    storage = f"journal:///{tmp_path / 'study.log'}"
+    create(inputs, storage, study_name)
+    killed_worker(inputs, storage, study_name, tmp_path)
 
 
 READER = """

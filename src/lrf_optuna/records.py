@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import optuna
@@ -40,7 +41,9 @@ def record_finetune(
     """Add the record trial for ``trial`` with ``result`` and the model file as artifact."""
     Path(artifact_dir).mkdir(parents=True, exist_ok=True)
     study.enqueue_trial(trial.params, user_attrs={FINETUNED_FROM: trial.number})
-    record = study.ask(fixed_distributions=trial.distributions)
+    with warnings.catch_warnings():  # heartbeats guard optimize() loops; a record is told at once
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        record = study.ask(fixed_distributions=trial.distributions)
     for key, value in dataclasses.asdict(result).items():
         if key != "history":
             record.set_user_attr(key, value)
