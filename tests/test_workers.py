@@ -137,7 +137,7 @@ def test_two_workers_on_sqlite_then_a_larger_budget(inputs, tmp_path, study_name
 
 
 def killed_worker(inputs, storage, study_name, tmp_path) -> None:
-    """A worker hangs in its 3rd trial and is SIGKILLed; a second worker finishes the budget."""
+    """A worker hangs in its 3rd trial and is SIGKILLed; a worker started then finishes the budget."""
     model_path, data_path, cache = inputs
     victim_log, helper_log = tmp_path / "victim.log", tmp_path / "helper.log"
     victim = start(
@@ -146,10 +146,10 @@ def killed_worker(inputs, storage, study_name, tmp_path) -> None:
          "--cache-dir", str(cache), "--hang-after", "2"],
         victim_log, **SHORT_HEARTBEAT,
     )  # fmt: skip
-    helper = start(worker_command(inputs, storage, study_name, BUDGET, 1), helper_log, **SHORT_HEARTBEAT)
     wait_for_line(victim_log, HANG_MARK, victim)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    helper = start(worker_command(inputs, storage, study_name, BUDGET, 1), helper_log, **SHORT_HEARTBEAT)
     finish([helper], [helper_log])
     trials = check_exact(storage, study_name)
     hung = int(victim_log.read_text().split(HANG_MARK)[1].split()[0])

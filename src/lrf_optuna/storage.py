@@ -83,6 +83,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    dbapi_connection.isolation_level = None  # no implicit BEGINs: _sqlite_begin emits them
+
+
+def _sqlite_begin(connection) -> None:
+    # Python's sqlite3 runs a SELECT outside any transaction, so two processes could both
+    # read a WAITING trial and both pop it (run it twice). BEGIN IMMEDIATE takes the write
+    # lock first: a read-then-write is atomic across worker processes.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _file_path(url: str, prefix: str) -> Path | None:
@@ -215,5 +223,6 @@ def open_storage(
     _prepare_file(sqlite_path, create=create, kind="database")
     storage = _rdb(url, heartbeat)
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    sqlalchemy.event.listen(storage.engine, "begin", _sqlite_begin)
     storage.engine.dispose()  # reconnect so every pooled connection gets the pragmas
     return storage
