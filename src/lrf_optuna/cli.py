@@ -125,9 +125,11 @@ class _Interrupts:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # Our messages at INFO; third-party libraries (TensorFlow, kaleido) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for noisy in ("kaleido", "choreographer"):  # they set INFO on their own loggers
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from lrf_optuna import commands  # heavy imports (TensorFlow) only after --help
 
     interrupts = _Interrupts()
