@@ -67,7 +67,8 @@ def test_search_finetune_report_round_trip(workspace, capsys):
         if "lrf_optuna:finetuned_from" in t.user_attrs
     ]
     assert len(records) == 1 and "accuracy_finetuned" in records[0].user_attrs
-    assert records[0].system_attrs and any(k.startswith("artifacts:") for k in records[0].system_attrs)
+    artifact = records[0].user_attrs["model_artifact_id"]
+    assert (workspace / "studies" / "t.db.artifacts" / artifact).is_file()
     assert main(["report", *common]) == 0
     assert (
         workspace / "studies" / "t-report" / "pareto_2d.html"

@@ -1,8 +1,8 @@
 """Write fine-tuning results back into the study, where optuna-dashboard shows them.
 
 Optuna refuses to update a finished trial, so the results go on a *record trial*:
-a COMPLETE copy of the chosen trial (same params and values) carrying the accuracies
-and times as user attrs and the compressed ``.keras`` file as an artifact. Record
+a COMPLETE copy of the chosen trial (same params and values) carrying the accuracies,
+times and the id of the compressed ``.keras`` file, stored as a study artifact. Record
 trials are tagged ``lrf_optuna:finetuned_from`` and never count toward the budget.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from pathlib import Path
 
 import optuna
@@ -40,21 +39,18 @@ def record_finetune(
 ) -> optuna.trial.FrozenTrial:
     """Add the record trial for ``trial`` with ``result`` and the model file as artifact."""
     Path(artifact_dir).mkdir(parents=True, exist_ok=True)
-    study.enqueue_trial(trial.params, user_attrs={FINETUNED_FROM: trial.number})
-    with warnings.catch_warnings():  # heartbeats guard optimize() loops; a record is told at once
-        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-        record = study.ask(fixed_distributions=trial.distributions)
-    for key, value in dataclasses.asdict(result).items():
-        if key != "history":
-            record.set_user_attr(key, value)
-    for key, value in trial.user_attrs.items():
-        record.set_user_attr(key, value)
+    # Study-level artifact + add_trial: enqueue/ask would pop a waiting anchor trial instead.
     artifact_id = upload_artifact(
         artifact_store=FileSystemArtifactStore(str(artifact_dir)),
         file_path=str(model_path),
-        study_or_trial=record,
+        study_or_trial=study,
     )
-    record.set_user_attr("model_artifact_id", artifact_id)
-    record.set_user_attr("model_file", str(model_path))
-    study.tell(record, trial.values)
-    return study.trials[record.number]
+    attrs = {**trial.user_attrs, FINETUNED_FROM: trial.number}
+    attrs.update({k: v for k, v in dataclasses.asdict(result).items() if k != "history"})
+    attrs.update({"model_artifact_id": artifact_id, "model_file": str(model_path)})
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=trial.params, distributions=trial.distributions, values=trial.values, user_attrs=attrs
+        )
+    )
+    return study.trials[-1]
