@@ -238,3 +238,25 @@ def test_profile_is_computed_once_by_concurrent_callers(tmp_path):
         thread.join()
     assert len(calls) == 1 and len(results) == 3
     assert all(r.equals(results[0]) for r in results)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask(), not optimize()
+def test_sqlite_workers_never_pop_the_same_queued_trial(tmp_path):
+    """Four connections race to pop 40 WAITING trials: each is run once (BEGIN IMMEDIATE)."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(storage=open_storage(url), study_name="q")
+    for x in range(40):
+        study.enqueue_trial({"x": x})
+    popped, barrier = [], threading.Barrier(4)
+
+    def pop() -> None:
+        mine = optuna.load_study(study_name="q", storage=open_storage(url))
+        barrier.wait()
+        popped.extend(mine.ask().number for _ in range(10))
+
+    threads = [threading.Thread(target=pop) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(popped) == list(range(40))
