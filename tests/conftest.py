@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import lrf_optuna  # importing it registers TTDense/TuckerDense for load_model
+import lrf_optuna as lo
+import search_support
 
 # float32 outputs of a chain of layers vs the original layer: relative to the largest output.
 FLOAT32_RTOL = 1e-5
@@ -126,3 +128,20 @@ def reconstructed_kernels(model: keras.Model, plan: dict, seed: int = 0) -> dict
 def reference_model(model: keras.Model, plan: dict, seed: int = 0) -> keras.Model:
     """The original architecture carrying the kernels that ``materialize(model, plan)`` computes."""
     return with_kernels(model, reconstructed_kernels(model, plan, seed))
+
+
+# Shared by the search tests (profile, proxy, search space, study, profile cache): one tiny
+# CNN, its calibration batch and its profile per test module.
+@pytest.fixture(scope="module")
+def model():
+    return search_support.tiny_cnn()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return search_support.calibration(32)
+
+
+@pytest.fixture(scope="module")
+def profile(model, data):
+    return lo.profile_model(model, data, settings=search_support.settings(), show_progress=False)

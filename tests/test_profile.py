@@ -20,21 +20,6 @@ SCORES = ["cka", "cosine", "nmse"]
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_cnn()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return calibration(32)
-
-
-@pytest.fixture(scope="module")
-def profile(model, data):
-    return lo.profile_model(model, data, settings=settings(), show_progress=False)
-
-
-@pytest.fixture(scope="module")
 def linear_model():
     return tiny_cnn(activation=None)
 

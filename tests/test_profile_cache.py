@@ -20,16 +20,6 @@ SETTINGS = settings(ranks_per_method=3, methods=("svd", "tucker2", "tucker"))
 LOGGER = "lrf_optuna.profile_cache"
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_cnn()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return calibration(32)
-
-
 @pytest.fixture
 def computed(monkeypatch):
     """Records every real profile computation."""

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
+from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings
 
 PLANS = [
     {"c2": ("svd", 5)},
@@ -19,23 +19,8 @@ PLANS = [
 
 
 @pytest.fixture(scope="module")
-def model():
-    return tiny_cnn()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return calibration(32)
-
-
-@pytest.fixture(scope="module")
 def analysis(model):
     return lo.analyze(model)
-
-
-@pytest.fixture(scope="module")
-def profile(model, data):
-    return lo.profile_model(model, data, settings=settings(), show_progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,9 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.study import ANCHORS_ATTR, anchor_params
-from search_support import LAYERS, calibration, settings, tiny_cnn
+from search_support import LAYERS, calibration, settings
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
-
-
-@pytest.fixture(scope="module")
-def model():
-    return tiny_cnn()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return calibration(32)
 
 
 @pytest.fixture(scope="module")

@@ -164,21 +164,6 @@ def test_resume_after_kill_9(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- in process
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_cnn()
-
-
-@pytest.fixture(scope="module")
-def data():
-    return calibration(32)
-
-
-@pytest.fixture(scope="module")
-def profile(model, data):
-    return lo.profile_model(model, data, settings=settings(), show_progress=False)
-
-
 def quick_study(model, data, profile, storage, n_trials, **options):
     options = {"population_size": 4, "show_progress": False, "profile": profile, **options}
     return lo.run_study(model, data, storage=storage, study_name="quick", n_trials=n_trials, **options)

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupts = _Interrupts()
     previous = signal.signal(signal.SIGINT, interrupts) if _main_thread() else None
     try:
-        return getattr(commands, f"run_{args.command}")(args)
+        return getattr(commands, f"run_{args.command}")(args, show=_show)
     except KeyboardInterrupt:
         logger.error(INTERRUPTED)
         return 130
@@ -150,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _show(text: str) -> None:
+    """The command line's output: the only place in the package that prints."""
+    print(text, flush=True)
 
 
 def _main_thread() -> bool:

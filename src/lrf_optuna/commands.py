@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -15,16 +16,16 @@ from lrf_optuna.analysis import analyze
 from lrf_optuna.model_io import load_arrays, load_inputs, load_model_file, writable_directory
 from lrf_optuna.objective import Constraints
 from lrf_optuna.profile import ProfileSettings
-from lrf_optuna.records import artifact_dir_for
 from lrf_optuna.report import summary_table, write_report
 from lrf_optuna.search import profile_model, run_study
 from lrf_optuna.select import select_trial
-from lrf_optuna.storage import default_storage_url, open_storage, storage_label
+from lrf_optuna.storage import artifact_dir_for, default_storage_url, open_storage, storage_label
 from lrf_optuna.study import remaining_trials
 from lrf_optuna.worker import run_worker as _run_worker
 from lrf_optuna.workflow import calibration_subset, compress_trial
 
 logger = logging.getLogger("lrf_optuna")
+Show = Callable[[str], None]  # how a command hands its output to the CLI (cli.py prints it)
 
 
 def _storage_url(args: argparse.Namespace) -> str:
@@ -66,7 +67,7 @@ def _load_study(args: argparse.Namespace) -> optuna.Study:
     return optuna.load_study(study_name=args.study, storage=storage)
 
 
-def _finetune(args: argparse.Namespace, model, study, train, test) -> int:
+def _finetune(args: argparse.Namespace, model, study, train, test, show: Show) -> int:
     trial = select_trial(
         study,
         trial_number=args.trial,
@@ -78,30 +79,30 @@ def _finetune(args: argparse.Namespace, model, study, train, test) -> int:
         model, study, trial, train=train, test=test, output=output, artifact_dir=artifact_dir_for(_storage_url(args)),
         epochs=args.epochs, distill=args.distill, seed=args.seed, input_path=Path(args.model),
     )  # fmt: skip
-    print(f"\nTrial {trial.number} (similarity {trial.values[2]:.4f}), {len(done.plan)} layer(s) factorized")
-    print(summary_table(done.original_cost, done.cost, done.result))
-    print(f"\nCompressed model: {done.path}")
+    show(f"\nTrial {trial.number} (similarity {trial.values[2]:.4f}), {len(done.plan)} layer(s) factorized")
+    show(summary_table(done.original_cost, done.cost, done.result))
+    show(f"\nCompressed model: {done.path}")
     return 0
 
 
-def run_profile(args: argparse.Namespace) -> int:
+def run_profile(args: argparse.Namespace, show: Show) -> int:
     model, x = _calibration(args)
     settings = ProfileSettings(ranks_per_method=args.ranks, seed=args.seed)
     profile = profile_model(model, x, settings=settings, cache_dir=Path(args.cache_dir))
-    print(profile.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    show(profile.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
-def run_search(args: argparse.Namespace) -> int:
+def run_search(args: argparse.Namespace, show: Show) -> int:
     model = load_model_file(args.model)
     study = _search(args, model, load_inputs(args.data))
-    print(
+    show(
         f"study '{study.study_name}': {len(study.trials)} trials, {len(study.best_trials)} on the Pareto front"
     )
     return 0
 
 
-def run_worker(args: argparse.Namespace) -> int:
+def run_worker(args: argparse.Namespace, show: Show) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     model, x = _calibration(args)
     study = _run_worker(
@@ -109,37 +110,37 @@ def run_worker(args: argparse.Namespace) -> int:
         seed=args.seed, worker_id=args.worker_id, cache_dir=Path(args.cache_dir),
     )  # fmt: skip
     complete = args.trials - remaining_trials(study, args.trials)
-    print(f"study '{study.study_name}': {complete} COMPLETE search trials (budget {args.trials})")
+    show(f"study '{study.study_name}': {complete} COMPLETE search trials (budget {args.trials})")
     return 0
 
 
-def run_finetune(args: argparse.Namespace) -> int:
+def run_finetune(args: argparse.Namespace, show: Show) -> int:
     model, train, test = _load(args)
-    return _finetune(args, model, _load_study(args), train, test)
+    return _finetune(args, model, _load_study(args), train, test, show)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace, show: Show) -> int:
     model = load_model_file(args.model)
     study = _load_study(args)
     out = writable_directory(args.out or f"studies/{args.study}-report", option="--out directory")
     for path in write_report(study, out, layers=list(analyze(model).specs)):
-        print(path)
+        show(path)
     return 0
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, show: Show) -> int:
     model, train, test = _load(args)
     study = _search(args, model, train[0])
-    _finetune(args, model, study, train, test)
+    _finetune(args, model, study, train, test, show)
     out = Path(f"studies/{args.study}-report")
     written = write_report(study, out, layers=list(analyze(model).specs))
-    print(f"\nPareto front: {out / 'pareto_2d.html'} ({len(written)} report files in {out})")
-    print(f"Dashboard:    lrf-optuna dashboard --study {args.study}   (then open http://127.0.0.1:8080)")
-    print("Run `make demo` again to resume the same study.")
+    show(f"\nPareto front: {out / 'pareto_2d.html'} ({len(written)} report files in {out})")
+    show(f"Dashboard:    lrf-optuna dashboard --study {args.study}   (then open http://127.0.0.1:8080)")
+    show("Run `make demo` again to resume the same study.")
     return 0
 
 
-def run_dashboard(args: argparse.Namespace) -> int:
+def run_dashboard(args: argparse.Namespace, show: Show) -> int:
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
 
@@ -149,10 +150,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
     artifacts.mkdir(parents=True, exist_ok=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: anyone who can reach this address can read the study", args.host)
-    print(
-        f"optuna-dashboard for study '{study.study_name}' on http://{args.host}:{args.port}/dashboard/",
-        flush=True,
-    )
+    show(f"optuna-dashboard for study '{study.study_name}' on http://{args.host}:{args.port}/dashboard/")
     run_server(
         open_storage(url),
         host=args.host,

@@ -18,16 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from lrf_optuna.finetune import FinetuneResult
 from lrf_optuna.select import FINETUNED_FROM
 
-__all__ = ["artifact_dir_for", "record_finetune"]
-
-
-def artifact_dir_for(storage_url: str) -> Path:
-    """The artifact store beside a SQLite/Journal file (``<db>.artifacts``), else ./studies/artifacts."""
-    for prefix in ("sqlite:///", "journal:///"):
-        if storage_url.startswith(prefix):
-            path = Path(storage_url[len(prefix) :])
-            return path.with_name(path.name + ".artifacts")
-    return Path("studies") / "artifacts"
+__all__ = ["record_finetune"]
 
 
 def record_finetune(

@@ -20,7 +20,7 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
-__all__ = ["HeartbeatSettings", "default_storage_url", "open_storage", "storage_label"]
+__all__ = ["HeartbeatSettings", "artifact_dir_for", "default_storage_url", "open_storage", "storage_label"]
 
 logger = logging.getLogger(__name__)
 JOURNAL_PREFIX = "journal:///"
@@ -98,6 +98,15 @@ def _file_path(url: str, prefix: str) -> Path | None:
         return None
     # journal:////abs/path.log and sqlite:////abs/path.db are absolute paths
     return Path(url[len(prefix) - 1 :] if url.startswith(prefix + "/") else url[len(prefix) :])
+
+
+def artifact_dir_for(storage_url: str) -> Path:
+    """The artifact store beside a SQLite/Journal file (``<db>.artifacts``), else ./studies/artifacts."""
+    for prefix in (SQLITE_PREFIX, JOURNAL_PREFIX):
+        path = _file_path(storage_url, prefix)
+        if path is not None:
+            return path.with_name(path.name + ".artifacts")
+    return Path("studies") / "artifacts"
 
 
 def _prepare_file(path: Path, *, create: bool, kind: str) -> None:

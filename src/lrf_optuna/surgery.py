@@ -49,14 +49,17 @@ class _Materializer(CopyVisitor):
         return _Chain([new for new, _ in chain])
 
 
-def materialize(model: keras.Model, plan: Plan, *, seed: int = 0) -> keras.Model:
+def materialize(
+    model: keras.Model, plan: Plan, *, seed: int = 0, analysis: ModelAnalysis | None = None
+) -> keras.Model:
     """A new model where each layer named in ``plan`` is replaced by its factorization.
 
     ``plan`` maps layer names to ``(method, rank)`` (or ``"none"``). The original model
     is not modified; every weight of the new model is a copy. Sequential models come
-    back as Functional ones with the same layers.
+    back as Functional ones with the same layers. Pass ``analysis`` (``analyze(model)``)
+    to skip tracing the model again.
     """
-    analysis = analyze(model)
+    analysis = analysis or analyze(model)
     resolved = analysis.resolve(plan)
     materializer = _Materializer(analysis, resolved, seed)
     new_model = rebuild(model, materializer)

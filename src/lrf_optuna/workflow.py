@@ -15,7 +15,7 @@ from lrf_optuna.cost import Cost
 from lrf_optuna.finetune import FinetuneResult, finetune
 from lrf_optuna.model_io import save_model_atomic, writable_directory
 from lrf_optuna.records import record_finetune
-from lrf_optuna.search import plan_from_trial
+from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.surgery import materialize
 
 __all__ = ["Compressed", "calibration_subset", "compress_trial"]
@@ -56,13 +56,14 @@ def compress_trial(
 ) -> Compressed:
     """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study."""
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
-    plan = plan_from_trial(model, trial)
+    analysis = analyze(model)  # traced once for the plan, the surgery and the costs
+    plan = SearchSpace.from_analysis(analysis).plan_of(trial)
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
-    compressed = materialize(model, plan, seed=seed)
+    compressed = materialize(model, plan, seed=seed, analysis=analysis)
     result = finetune(
         compressed, train, validation_data=test, epochs=epochs, original=model, distill=distill, seed=seed
     )
     path = save_model_atomic(compressed, output, protect=[input_path] if input_path else [])
     record_finetune(study, trial, result, path, artifact_dir)
-    original = analyze(model).cost
-    return Compressed(trial, plan, original, analyze(compressed).cost, result, path)
+    # plan_cost equals model_cost(compressed) exactly (tested), without tracing it.
+    return Compressed(trial, plan, analysis.cost, analysis.plan_cost(plan), result, path)
