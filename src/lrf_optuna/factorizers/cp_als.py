@@ -1,9 +1,10 @@
 """CP decomposition of a 3-way tensor by alternating least squares, in NumPy.
 
-TensorLy's ``parafac`` forms each Khatri-Rao product explicitly; on a (9, 256, 256)
-kernel at rank 64 that took 45 s for 25 iterations here, against 2.4 s for the same
-fit with the matricized products below (benchmarks/cp_als.py). The result matches
-TensorLy's (tests/factorizers/test_cp_als.py uses it as the reference).
+TensorLy's ``parafac`` forms each Khatri-Rao product explicitly; the matricized
+products below avoid that. ``python benchmarks/cp_als.py`` on a (9, 256, 256) tensor
+at rank 64, 25 iterations: 1.16 s here against 2.68 s for ``parafac``, same fit
+(benchmarks/results/cp_als.txt). The ALS also lets ``CP.prepare`` share one SVD
+initialisation across the profile's ranks. Tests use TensorLy as the reference.
 """
 
 from __future__ import annotations
