@@ -96,8 +96,9 @@ def _sqlite_begin(connection) -> None:
 def _file_path(url: str, prefix: str) -> Path | None:
     if not url.startswith(prefix) or url == SQLITE_PREFIX + ":memory:":
         return None
-    # journal:////abs/path.log and sqlite:////abs/path.db are absolute paths
-    return Path(url[len(prefix) - 1 :] if url.startswith(prefix + "/") else url[len(prefix) :])
+    # sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute ("/abs", not "//abs":
+    # POSIX keeps a leading "//", and Optuna's artifact store then rejects every artifact id).
+    return Path(url[len(prefix) :])
 
 
 def artifact_dir_for(storage_url: str) -> Path:
