@@ -21,7 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
 import optuna
 import pandas as pd
 
@@ -30,13 +29,6 @@ from lrf_optuna.model_io import load_model_file
 from lrf_optuna.workflow import calibration_subset
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
-
-
-def spread(trials: list, count: int) -> list:
-    """``count`` trials evenly spaced along the front sorted by params."""
-    ordered = sorted(trials, key=lambda t: t.values[0])
-    picks = np.unique(np.linspace(0, len(ordered) - 1, count).round().astype(int))
-    return [ordered[i] for i in picks]
 
 
 def proxies(model, calibration, profile) -> dict[str, object]:
@@ -76,7 +68,7 @@ def main() -> None:
                          seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
     scorers = proxies(model, calibration, profile)
     rows = []
-    for trial in spread(lo.pareto_trials(study), args.plans):
+    for trial in lo.spread_trials(lo.pareto_trials(study), args.plans):
         plan = lo.plan_from_trial(model, trial)
         compressed = lo.materialize(model, plan, seed=args.seed)
         row = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lrf_optuna import data
 from lrf_optuna.analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
+from lrf_optuna.baselines import vbmf_plan
 from lrf_optuna.catalog import LayerSpec
 from lrf_optuna.cost import Cost
 from lrf_optuna.factorizers import get_factorizer, methods_for
@@ -16,7 +17,7 @@ from lrf_optuna.proxy import AGGREGATORS, LayerwiseProxy, ModelProxy
 from lrf_optuna.report import pareto_frame, summary_table, write_report
 from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
 from lrf_optuna.search_space import SearchSpace
-from lrf_optuna.select import pareto_trials, select_trial
+from lrf_optuna.select import pareto_trials, select_trial, spread_trials
 from lrf_optuna.storage import open_storage
 from lrf_optuna.study import SamplerSettings
 from lrf_optuna.surgery import materialize
@@ -61,6 +62,8 @@ __all__ = [
     "run_study",
     "run_worker",
     "select_trial",
+    "spread_trials",
     "summary_table",
+    "vbmf_plan",
     "write_report",
 ]

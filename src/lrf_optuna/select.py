@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 
-__all__ = ["feasible_trials", "pareto_trials", "select_trial"]
+__all__ = ["feasible_trials", "pareto_trials", "select_trial", "spread_trials"]
 
 FINETUNED_FROM = "lrf_optuna:finetuned_from"
 
@@ -30,6 +30,15 @@ def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         if not dominated:
             front.append(trials[index])
     return sorted(front, key=lambda t: (t.values[0], t.values[1]))
+
+
+def spread_trials(trials: list[optuna.trial.FrozenTrial], count: int) -> list[optuna.trial.FrozenTrial]:
+    """At most ``count`` trials evenly spaced along ``trials`` sorted by params, both ends kept."""
+    if count < 1:
+        raise ValueError(f"Invalid `count`: expected >= 1, received {count}")
+    ordered = sorted(trials, key=lambda t: (t.values[0], t.values[1]))
+    picks = np.unique(np.linspace(0, len(ordered) - 1, min(count, len(ordered))).round().astype(int))
+    return [ordered[i] for i in picks]
 
 
 def _knee(front: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
