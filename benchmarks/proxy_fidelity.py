@@ -47,7 +47,7 @@ def proxies(model, calibration, profile) -> dict[str, object]:
     return found
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--quick", action="store_true")
@@ -55,8 +55,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune each plan once (1 epoch)")
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
     if args.quick:
         args.plans, args.trials, args.calibration = 4, 24, 32
@@ -78,7 +81,12 @@ def main() -> None:
         }
         if args.finetune:
             result = lo.finetune(
-                compressed, (x_train, y_train), validation_data=(x_test, y_test), epochs=1, seed=args.seed
+                compressed,
+                (x_train, y_train),
+                validation_data=(x_test, y_test),
+                epochs=1,
+                learning_rate=args.lr,
+                seed=args.seed,
             )
             row["acc_after_ft"] = result.accuracy_finetuned
         row.update({name: scorer(plan) for name, scorer in scorers.items()})
@@ -87,12 +95,13 @@ def main() -> None:
     targets = [c for c in ("acc_before_ft", "acc_after_ft") if c in frame]
     table = frame[[*targets, *scorers]].corr(method="spearman").loc[list(scorers), targets]
     print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
-          f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}")  # fmt: skip
+          f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, fine-tune lr={args.lr}")  # fmt: skip
     print("Spearman rank correlation of each proxy with test accuracy")
     print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
     print()
     print(frame[["trial", "params", *targets]].to_string(index=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

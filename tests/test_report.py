@@ -1,0 +1,62 @@
+"""Reports: Pareto table, offline HTML figures, summary text."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pandas as pd
+
+import lrf_optuna as lo
+from lrf_optuna.cost import Cost
+from lrf_optuna.finetune import FinetuneResult
+
+
+def study_with_plans() -> optuna.Study:
+    study = optuna.create_study(directions=["minimize", "minimize", "maximize"])
+    distribution = optuna.distributions.IntDistribution(1, 8)
+    rows = [  # (params, macs, similarity, plan, methods)
+        (100, 1000, 1.0, {}, {"none": 2}),
+        (60, 500, 0.9, {"conv": "tucker2:4"}, {"tucker2": 1, "none": 1}),
+        (30, 300, 0.7, {"conv": "cp:2", "fc": "svd:3"}, {"cp": 1, "svd": 1}),
+        (80, 900, 0.6, {"fc": "svd:1"}, {"svd": 1, "none": 1}),  # dominated by the 60-param trial
+    ]
+    for params, macs, similarity, plan, methods in rows:
+        attrs = {"plan": json.dumps(plan), "methods": methods, "params_ratio": params / 100,
+                 "macs_ratio": macs / 1000, "params_removed": 1 - params / 100}  # fmt: skip
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"r": 1},
+                distributions={"r": distribution},
+                values=[params, macs, similarity],
+                user_attrs=attrs,
+            )
+        )
+    return study
+
+
+def test_pareto_frame_rows_and_method_counts():
+    frame = lo.pareto_frame(study_with_plans())
+    assert frame["trial"].tolist() == [2, 1, 0]
+    assert frame["params"].tolist() == [30, 60, 100] and frame["similarity"].tolist() == [0.7, 0.9, 1.0]
+    assert frame.loc[0, ["n_cp", "n_svd", "n_tucker2", "n_none"]].tolist() == [1, 1, 0, 0]
+    assert frame.loc[2, "n_none"] == 2 and frame.loc[1, "params_removed"] == 0.4
+
+
+def test_write_report_is_offline_html_and_csv(tmp_path):
+    written = lo.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"], png=False)
+    assert {p.name for p in written} == {"pareto.csv", "pareto_2d.html", "pareto_3d.html", "decisions.html"}
+    assert pd.read_csv(tmp_path / "pareto.csv")["trial"].tolist() == [2, 1, 0]
+    html = (tmp_path / "decisions.html").read_text()
+    assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js embedded, nothing fetched
+    assert '"tucker2"' in html and '"cp"' in html  # one trace per method used
+
+
+def test_summary_table_text():
+    result = FinetuneResult(0.9, 0.5, 0.88, 12.34, 1)
+    text = lo.summary_table(Cost(params=1000, macs=5000), Cost(params=250, macs=2500), result)
+    lines = text.splitlines()
+    assert lines[0].split() == ["original", "compressed", "ratio"]
+    assert lines[2].split() == ["params", "1,000", "250", "25.0%"]
+    assert lines[3].split() == ["MACs", "5,000", "2,500", "50.0%"]
+    assert "0.8800" in text and "12.3 s" in text
