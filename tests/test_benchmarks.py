@@ -75,8 +75,9 @@ def test_compression_table_quick():
     assert out.startswith("compression at <= 1 point of test-accuracy loss (quick mode)"), out
     rows = {row[1]: row for row in table_rows(out, "model  ")}
     assert list(rows) == [
-        "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "single: tucker2", "single: cp",
-        "single: svd", "single: spatial_svd", "weight-error proxy", "VBMF (tucker2/svd)",
+        "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "hybrid, dense svd",
+        "single: tucker2", "single: cp", "single: svd", "single: spatial_svd", "weight-error proxy",
+        "VBMF (tucker2/svd)",
     ], out  # fmt: skip
     assert rows["uncompressed"][2:4] == ["0.0", "0.0"] and float(rows["uncompressed"][4]) > 0.8
     for row in rows.values():
