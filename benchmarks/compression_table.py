@@ -66,9 +66,10 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def probe(model, plan, data, args, base_accuracy) -> dict:
-    compressed = lo.materialize(model, plan, seed=args.seed)
+    analysis = lo.analyze(model)  # one trace: surgery and both costs (plan_cost == model_cost, tested)
+    compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
     result = lo.finetune(compressed, data[0], validation_data=data[1], epochs=args.epochs, seed=args.seed)
-    cost, original = lo.model_cost(compressed), lo.model_cost(model)
+    cost, original = analysis.plan_cost(plan), analysis.cost
     return {
         "params_removed": 1 - cost.params / original.params, "macs_removed": 1 - cost.macs / original.macs,
         "acc_before_ft": result.accuracy_compressed, "acc_after_ft": result.accuracy_finetuned,

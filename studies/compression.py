@@ -20,8 +20,8 @@ import optuna
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
-from lrf_optuna.select import FINETUNED_FROM
 from lrf_optuna.storage import artifact_dir_for
+from lrf_optuna.study import complete_search_trials
 from lrf_optuna.workflow import calibration_subset, compress_trial
 
 STUDIES_DIR = Path(__file__).resolve().parent
@@ -61,12 +61,6 @@ def _fashion_mnist(args: argparse.Namespace):
     )
 
 
-def _searched(study: optuna.Study) -> int:
-    """COMPLETE search trials (fine-tune records excluded)."""
-    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
-    return sum(FINETUNED_FROM not in t.user_attrs for t in complete)
-
-
 def run(args: argparse.Namespace) -> dict:
     """Search (or resume), compress the knee, report; returns the summary written as JSON."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -92,7 +86,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     print(lo.summary_table(done.original_cost, done.cost, done.result))
     summary = {
-        "model": args.name, "study": study_name, "trials": _searched(study), "trial": trial.number,
+        "model": args.name, "study": study_name, "trials": complete_search_trials(study), "trial": trial.number,
         "similarity": trial.values[2], "params": done.cost.params, "macs": done.cost.macs,
         "original_params": done.original_cost.params, "original_macs": done.original_cost.macs,
         "search_seconds": round(search_seconds, 1), "accuracy_original": done.result.accuracy_original,

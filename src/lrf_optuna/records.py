@@ -16,7 +16,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from lrf_optuna.finetune import FinetuneResult
-from lrf_optuna.select import FINETUNED_FROM
+from lrf_optuna.study import FINETUNED_FROM
 
 __all__ = ["record_finetune"]
 
@@ -44,4 +44,6 @@ def record_finetune(
             params=trial.params, distributions=trial.distributions, values=trial.values, user_attrs=attrs
         )
     )
-    return study.trials[-1]
+    # add_trial returns nothing; found by its artifact id, not as the last trial (workers may add more).
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return next(t for t in reversed(trials) if t.user_attrs.get("model_artifact_id") == artifact_id)

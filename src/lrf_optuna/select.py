@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import optuna
 
-__all__ = ["feasible_trials", "pareto_trials", "select_trial", "spread_trials"]
+from lrf_optuna.study import FINETUNED_FROM
 
-FINETUNED_FROM = "lrf_optuna:finetuned_from"
+__all__ = ["feasible_trials", "pareto_trials", "select_trial", "spread_trials"]
 
 
 def _is_feasible(trial: optuna.trial.FrozenTrial) -> bool:

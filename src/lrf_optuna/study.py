@@ -14,11 +14,14 @@ from lrf_optuna.objective import DIRECTIONS, METRIC_NAMES
 from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.storage import CREATE_HINT, open_storage, storage_label
 
+FINETUNED_FROM = "lrf_optuna:finetuned_from"  # user attr of fine-tuning record trials (records.py)
+
 __all__ = [
     "GracefulInterrupt",
     "SamplerSettings",
     "anchor_params",
     "check_space",
+    "complete_search_trials",
     "load_existing_study",
     "make_sampler",
     "open_study",
@@ -143,11 +146,15 @@ def anchor_params(space: SearchSpace) -> list[dict[str, object]]:
     return anchors
 
 
+def complete_search_trials(study: optuna.Study) -> int:
+    """COMPLETE trials of the search (fine-tuning record trials are not counted)."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sum(FINETUNED_FROM not in t.user_attrs for t in trials)
+
+
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     """Trials still to run so that ``n_trials`` are COMPLETE (a RUNNING one does not count)."""
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    complete = len([t for t in trials if "lrf_optuna:finetuned_from" not in t.user_attrs])
-    return max(0, n_trials - complete)
+    return max(0, n_trials - complete_search_trials(study))
 
 
 class GracefulInterrupt:

@@ -43,8 +43,8 @@ from lrf_optuna.profile import ProfileSettings, check_calibration
 from lrf_optuna.profile_cache import profile_key
 from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 from lrf_optuna.search import make_objective
-from lrf_optuna.select import FINETUNED_FROM
 from lrf_optuna.study import (
+    FINETUNED_FROM,
     GracefulInterrupt,
     SamplerSettings,
     check_space,
