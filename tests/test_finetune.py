@@ -75,3 +75,32 @@ def test_finetune_rejects_bad_options(data):
         lo.finetune(model, data, validation_data=data, epochs=0)
     with pytest.raises(ValueError, match=r"Invalid `distill=True`: expected the `original` model"):
         lo.finetune(model, data, validation_data=data, distill=True)
+
+
+def test_cosine_schedule_starts_at_the_learning_rate_and_ends_at_zero():
+    schedule = lo.learning_rate_schedule(1e-3, schedule="cosine", steps=10)
+    rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 5, 10)]
+    np.testing.assert_allclose(rates, [1e-3, 0.5e-3, 0.0], atol=1e-9)
+    assert lo.learning_rate_schedule(1e-3, schedule="constant", steps=10) == 1e-3
+
+
+def test_finetune_decays_the_learning_rate_to_zero_by_its_last_step(data):
+    compressed = lo.materialize(tiny(0), {"fc": ("svd", 2)})
+    result = lo.finetune(compressed, data, validation_data=data, epochs=2, batch_size=32)
+    # 96 images / 32 = 3 steps per epoch: half-way after the first epoch, 0 after the last.
+    np.testing.assert_allclose(result.history["learning_rate"], [0.5e-3, 0.0], atol=1e-9)
+    constant = lo.finetune(
+        lo.materialize(tiny(0), {"fc": ("svd", 2)}), data, validation_data=data, epochs=2,
+        schedule="constant", learning_rate=2e-4,
+    )  # fmt: skip
+    np.testing.assert_allclose(constant.history["learning_rate"], [2e-4, 2e-4], rtol=1e-6)
+
+
+def test_finetune_rejects_bad_schedules(data):
+    model = tiny(0)
+    with pytest.raises(
+        ValueError, match=r"Invalid `schedule`: expected one of \['cosine', 'constant'\], received 'step'"
+    ):
+        lo.finetune(model, data, validation_data=data, schedule="step")
+    with pytest.raises(ValueError, match=r"Invalid `learning_rate`: expected > 0, received 0"):
+        lo.finetune(model, data, validation_data=data, learning_rate=0)

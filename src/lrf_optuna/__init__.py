@@ -8,7 +8,7 @@ from lrf_optuna.baselines import vbmf_plan
 from lrf_optuna.catalog import LayerSpec
 from lrf_optuna.cost import Cost
 from lrf_optuna.factorizers import get_factorizer, methods_for
-from lrf_optuna.finetune import FinetuneResult, evaluate_accuracy, finetune
+from lrf_optuna.finetune import SCHEDULES, FinetuneResult, evaluate_accuracy, finetune, learning_rate_schedule
 from lrf_optuna.layers import TTDense, TuckerDense
 from lrf_optuna.metrics import METRICS
 from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
@@ -29,6 +29,7 @@ __all__ = [
     "AGGREGATORS",
     "METRICS",
     "METRIC_NAMES",
+    "SCHEDULES",
     "Constraints",
     "Cost",
     "FinetuneResult",
@@ -49,6 +50,7 @@ __all__ = [
     "evaluate_accuracy",
     "finetune",
     "get_factorizer",
+    "learning_rate_schedule",
     "make_objective",
     "materialize",
     "methods_for",
