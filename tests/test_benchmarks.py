@@ -86,6 +86,16 @@ def test_compression_table_quick():
     assert "lenet5: hybrid removes" in out and "goal >= 90%" in out
 
 
+def test_finetune_schedule_quick():
+    out = run_quick("finetune_schedule.py")
+    assert out.startswith("fine-tuning schedules (quick mode)"), out
+    rows = table_rows(out, "model  ")
+    assert [row[:2] for row in rows][:1] == [["lenet5", "0.0"]], out  # uncompressed, then one plan
+    assert len(rows) == 2 and float(rows[1][1]) > 0, out
+    for row in rows:
+        assert len(row) == 6 and all(0 <= float(cell) <= 1 for cell in row[2:]), row
+
+
 def test_proxy_fidelity_quick():
     out = run_quick("proxy_fidelity.py", "--finetune")
     lines = out.splitlines()

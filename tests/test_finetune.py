@@ -88,7 +88,7 @@ def test_finetune_decays_the_learning_rate_to_zero_by_its_last_step(data):
     compressed = lo.materialize(tiny(0), {"fc": ("svd", 2)})
     result = lo.finetune(compressed, data, validation_data=data, epochs=2, batch_size=32)
     # 96 images / 32 = 3 steps per epoch: half-way after the first epoch, 0 after the last.
-    np.testing.assert_allclose(result.history["learning_rate"], [0.5e-3, 0.0], atol=1e-9)
+    np.testing.assert_allclose(result.history["learning_rate"], [1.5e-4, 0.0], atol=1e-9)
     constant = lo.finetune(
         lo.materialize(tiny(0), {"fc": ("svd", 2)}), data, validation_data=data, epochs=2,
         schedule="constant", learning_rate=2e-4,

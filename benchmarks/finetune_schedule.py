@@ -1,0 +1,123 @@
+"""Which learning-rate schedule the one fine-tuning run should use (issue #5 follow-up).
+
+A hybrid search on a reference model; plans picked on its 2-D front (params vs similarity)
+at the ``--targets`` fractions of params removed, plus the uncompressed model; each
+fine-tuned once per schedule from the same materialized weights, accuracy on the 10,000
+Fashion-MNIST test images. The library's default (``lo.finetune``) follows this table.
+
+    python benchmarks/finetune_schedule.py              # full: README numbers
+    python benchmarks/finetune_schedule.py --quick      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import optuna
+from compression_table import MODELS, front
+
+import lrf_optuna as lo
+from lrf_optuna.model_io import load_model_file
+from lrf_optuna.workflow import calibration_subset
+
+SCHEDULES = {"constant 1e-4": ("constant", 1e-4), "cosine from 3e-4": ("cosine", 3e-4),
+             "cosine from 1e-3": ("cosine", 1e-3)}  # fmt: skip
+
+
+def pick_plans(model, study, targets: list[float]) -> list[dict]:
+    """For each target, the front plan removing the fraction of params nearest to it."""
+    analysis = lo.analyze(model)
+    removed = {t.number: 1 - t.values[0] / analysis.cost.params for t in front(study)}
+    chosen = {}
+    for target in targets:
+        trial = min(front(study), key=lambda t: abs(removed[t.number] - target))
+        chosen[trial.number] = lo.plan_from_trial(model, trial)
+    return [{}] + list(chosen.values())
+
+
+def run(name: str, args) -> list[dict]:
+    (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
+    order = np.random.default_rng(args.seed).permutation(len(x_train))[: args.train_size]
+    train, test = (x_train[order], y_train[order]), (x_test[: args.test_size], y_test[: args.test_size])
+    model = load_model_file(MODELS / f"{name}.keras")
+    study = lo.run_study(
+        model, calibration_subset(x_train, args.calibration, seed=args.seed),
+        storage=optuna.storages.InMemoryStorage(), n_trials=args.trials, seed=args.seed,
+        population_size=args.population, show_progress=False, cache_dir=args.cache,
+    )  # fmt: skip
+    analysis, rows = lo.analyze(model), []
+    for plan in pick_plans(model, study, args.targets):
+        row = {"model": name, "params_removed": 1 - analysis.plan_cost(plan).params / analysis.cost.params}
+        for label, (schedule, rate) in SCHEDULES.items():
+            compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
+            result = lo.finetune(compressed, train, validation_data=test, epochs=args.epochs,
+                                 schedule=schedule, learning_rate=rate, seed=args.seed)  # fmt: skip
+            row["before"], row[label] = result.accuracy_compressed, result.accuracy_finetuned
+            logging.info("%s params -%.1f%% %s: %.4f", name, 100 * row["params_removed"], label, row[label])
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    header = f"{'model':<13} {'params -%':>9} {'acc pre-FT':>10} " + " ".join(
+        f"{label:>16}" for label in SCHEDULES
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = " ".join(f"{row[label]:>16.4f}" for label in SCHEDULES)
+        lines.append(f"{row['model']:<13} {100 * row['params_removed']:>9.1f} {row['before']:>10.4f} {cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
+    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small"])
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.6, 0.9])
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-size", type=int, default=10000)
+    parser.add_argument("--test-size", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="studies/cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.quick:
+        args.models, args.targets, args.trials, args.population, args.calibration = (
+            ["lenet5"],
+            [0.7],
+            24,
+            8,
+            32,
+        )
+        args.train_size, args.test_size = 2000, 1000
+    start = time.perf_counter()
+    rows = [row for name in args.models for row in run(name, args)]
+    print(
+        f"fine-tuning schedules ({'quick' if args.quick else 'full'} mode), {datetime.date.today()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPU(s)\n"
+        f"models {', '.join(args.models)}; hybrid search: NSGA-II, {args.trials} trials, calibration {args.calibration} "
+        f"images; plans nearest {args.targets} of params removed on the 2-D front; one run of Adam, "
+        f"{args.epochs} epoch(s) on {args.train_size} training images, batch 128; accuracy on "
+        f"{args.test_size} test images\n"
+    )
+    print(table(rows))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
