@@ -56,7 +56,11 @@ def test_search_finetune_report_round_trip(workspace, capsys):
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 16
     assert main(["search", *common, "--trials", "20", "--population", "6"]) == 0  # resumes
     assert len(optuna.load_study(study_name="t", storage=storage).trials) == 20
-    assert main(["finetune", *common, "--epochs", "1"]) == 0
+    assert main(["finetune", *common, "--learning-rate", "0"]) == 2  # refused before training
+    assert not list((workspace / "studies").glob("t-trial*.keras"))
+    assert (
+        main(["finetune", *common, "--epochs", "1", "--schedule", "constant", "--learning-rate", "1e-4"]) == 0
+    )
     out = capsys.readouterr().out
     assert "params" in out and "accuracy" in out and "Compressed model" in out
     saved = list((workspace / "studies").glob("t-trial*.keras"))

@@ -67,6 +67,16 @@ def _finetune_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default: %(default)s)")
     parser.add_argument("--distill", action="store_true", help="distill from the original model's outputs")
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="peak Adam learning rate (default: lo.finetune's, 3e-4)",
+    )
+    parser.add_argument(
+        "--schedule", choices=("cosine", "constant"), default=None,
+        help="learning-rate schedule (default: lo.finetune's, cosine decay to 0)",
+    )  # fmt: skip
+    parser.add_argument(
         "--output", default=None, help="compressed .keras path (default: studies/<study>-trial<N>.keras)"
     )
 

@@ -77,7 +77,8 @@ def _finetune(args: argparse.Namespace, model, study, train, test, show: Show) -
     output = Path(args.output or f"studies/{args.study}-trial{trial.number}.keras")
     done = compress_trial(
         model, study, trial, train=train, test=test, output=output, artifact_dir=artifact_dir_for(_storage_url(args)),
-        epochs=args.epochs, distill=args.distill, seed=args.seed, input_path=Path(args.model),
+        epochs=args.epochs, distill=args.distill, learning_rate=args.learning_rate, schedule=args.schedule,
+        seed=args.seed, input_path=Path(args.model),
     )  # fmt: skip
     show(f"\nTrial {trial.number} (similarity {trial.values[2]:.4f}), {len(done.plan)} layer(s) factorized")
     show(summary_table(done.original_cost, done.cost, done.result))

@@ -104,7 +104,7 @@ def finetune(
     Adam from ``learning_rate`` decayed to 0 by a cosine over the run (``schedule="cosine"``).
     The default 3e-4 is the measured compromise (benchmarks/results/finetune_schedule.txt):
     it recovers more than a constant 1e-4 from every compressed plan tried, while a cosine
-    from 1e-3, best on the most compressed plans, costs the *uncompressed* VGG-small 1.3
+    from 1e-3, best on the most compressed plans, costs the *uncompressed* VGG-small 1.5
     points after one epoch on 10,000 images.
     With ``distill=True`` (needs ``original``), the loss mixes the labels with the
     original model's softened outputs (Hinton et al. 2015).

@@ -51,18 +51,25 @@ def compress_trial(
     artifact_dir: Path,
     epochs: int = 1,
     distill: bool = False,
+    learning_rate: float | None = None,
+    schedule: str | None = None,
     seed: int = 0,
     input_path: Path | None = None,
 ) -> Compressed:
-    """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study."""
+    """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study.
+
+    ``learning_rate`` and ``schedule`` left at None take ``finetune``'s defaults.
+    """
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
     plan = SearchSpace.from_analysis(analysis).plan_of(trial)
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
     compressed = materialize(model, plan, seed=seed, analysis=analysis)
+    optimizer = {"learning_rate": learning_rate, "schedule": schedule}
     result = finetune(
-        compressed, train, validation_data=test, epochs=epochs, original=model, distill=distill, seed=seed
-    )
+        compressed, train, validation_data=test, epochs=epochs, original=model, distill=distill, seed=seed,
+        **{name: value for name, value in optimizer.items() if value is not None},
+    )  # fmt: skip
     path = save_model_atomic(compressed, output, protect=[input_path] if input_path else [])
     record_finetune(study, trial, result, path, artifact_dir)
     # plan_cost equals model_cost(compressed) exactly (tested), without tracing it.
