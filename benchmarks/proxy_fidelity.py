@@ -55,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune each plan once (1 epoch)")
-    parser.add_argument(
-        "--lr", type=float, default=1e-3, help="fine-tuning learning rate (default: %(default)s)"
-    )
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lo.finetune's)")
+    parser.add_argument("--schedule", choices=lo.SCHEDULES, default=None, help="(default: lo.finetune's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
@@ -80,22 +79,21 @@ def main(argv: list[str] | None = None) -> int:
             "acc_before_ft": lo.evaluate_accuracy(compressed, x_test, y_test),
         }
         if args.finetune:
+            options = {"learning_rate": args.lr, "schedule": args.schedule}
             result = lo.finetune(
-                compressed,
-                (x_train, y_train),
-                validation_data=(x_test, y_test),
-                epochs=1,
-                learning_rate=args.lr,
-                seed=args.seed,
-            )
+                compressed, (x_train, y_train), validation_data=(x_test, y_test), epochs=1, seed=args.seed,
+                **{name: value for name, value in options.items() if value is not None},
+            )  # fmt: skip
             row["acc_after_ft"] = result.accuracy_finetuned
         row.update({name: scorer(plan) for name, scorer in scorers.items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     targets = [c for c in ("acc_before_ft", "acc_after_ft") if c in frame]
     table = frame[[*targets, *scorers]].corr(method="spearman").loc[list(scorers), targets]
+    default = "lo.finetune's"
     print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
-          f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, fine-tune lr={args.lr}")  # fmt: skip
+          f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, "
+          f"fine-tune: 1 epoch, learning rate {args.lr or default}, schedule {args.schedule or default}")  # fmt: skip
     print("Spearman rank correlation of each proxy with test accuracy")
     print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
     print()
