@@ -1,7 +1,7 @@
 """Which learning-rate schedule the one fine-tuning run should use (issue #5 follow-up).
 
 A hybrid search on a reference model; plans picked on its 2-D front (params vs similarity)
-at the ``--targets`` fractions of params removed, plus the uncompressed model; each
+at the ``--targets`` fractions of params removed (0: the uncompressed model); each
 fine-tuned once per schedule from the same materialized weights, accuracy on the 10,000
 Fashion-MNIST test images. The library's default (``lo.finetune``) follows this table.
 
@@ -33,14 +33,14 @@ SCHEDULES = {"constant 1e-4": ("constant", 1e-4), "cosine from 3e-4": ("cosine",
 
 
 def pick_plans(model, study, targets: list[float]) -> list[dict]:
-    """For each target, the front plan removing the fraction of params nearest to it."""
+    """For each target, the front plan removing the fraction of params nearest to it (0: none)."""
     analysis = lo.analyze(model)
     removed = {t.number: 1 - t.values[0] / analysis.cost.params for t in front(study)}
-    chosen = {}
-    for target in targets:
+    chosen = {-1: {}} if 0 in targets else {}
+    for target in (t for t in targets if t > 0):
         trial = min(front(study), key=lambda t: abs(removed[t.number] - target))
         chosen[trial.number] = lo.plan_from_trial(model, trial)
-    return [{}] + list(chosen.values())
+    return list(chosen.values())
 
 
 def run(name: str, args) -> list[dict]:
@@ -56,7 +56,8 @@ def run(name: str, args) -> list[dict]:
     analysis, rows = lo.analyze(model), []
     for plan in pick_plans(model, study, args.targets):
         row = {"model": name, "params_removed": 1 - analysis.plan_cost(plan).params / analysis.cost.params}
-        for label, (schedule, rate) in SCHEDULES.items():
+        for label in args.schedules:
+            schedule, rate = SCHEDULES[label]
             compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
             result = lo.finetune(compressed, train, validation_data=test, epochs=args.epochs,
                                  schedule=schedule, learning_rate=rate, seed=args.seed)  # fmt: skip
@@ -66,13 +67,13 @@ def run(name: str, args) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], labels: list[str]) -> str:
     header = f"{'model':<13} {'params -%':>9} {'acc pre-FT':>10} " + " ".join(
-        f"{label:>16}" for label in SCHEDULES
+        f"{label:>16}" for label in labels
     )
     lines = [header, "-" * len(header)]
     for row in rows:
-        cells = " ".join(f"{row[label]:>16.4f}" for label in SCHEDULES)
+        cells = " ".join(f"{row[label]:>16.4f}" for label in labels)
         lines.append(f"{row['model']:<13} {100 * row['params_removed']:>9.1f} {row['before']:>10.4f} {cells}")
     return "\n".join(lines)
 
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
     parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small"])
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.3, 0.6, 0.9])
+    parser.add_argument("--targets", type=float, nargs="+", default=[0, 0.3, 0.6, 0.9])
+    parser.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=list(SCHEDULES))
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--calibration", type=int, default=256)
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.models, args.targets, args.trials, args.population, args.calibration = (
             ["lenet5"],
-            [0.7],
+            [0, 0.7],
             24,
             8,
             32,
@@ -110,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         f"fine-tuning schedules ({'quick' if args.quick else 'full'} mode), {datetime.date.today()}, "
         f"{platform.machine()}, {os.cpu_count()} CPU(s)\n"
         f"models {', '.join(args.models)}; hybrid search: NSGA-II, {args.trials} trials, calibration {args.calibration} "
-        f"images; plans nearest {args.targets} of params removed on the 2-D front; one run of Adam, "
+        f"images; plans nearest {[t for t in args.targets if t > 0]} of params removed on the 2-D front; one run of Adam, "
         f"{args.epochs} epoch(s) on {args.train_size} training images, batch 128; accuracy on "
         f"{args.test_size} test images\n"
     )
-    print(table(rows))
+    print(table(rows, args.schedules))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
     return 0
 
