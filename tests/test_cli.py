@@ -121,3 +121,13 @@ def test_unknown_study_for_finetune(workspace, caplog):
         == 2
     )
     assert "Invalid --study" in caplog.text
+
+
+def test_schedule_choices_are_the_librarys():
+    import lrf_optuna as lo
+
+    parser = build_parser()
+    for schedule in lo.SCHEDULES:  # the CLI spells them out to keep --help free of TensorFlow
+        assert parser.parse_args(["finetune", "--schedule", schedule]).schedule == schedule
+    with pytest.raises(SystemExit):
+        parser.parse_args(["finetune", "--schedule", "step"])
