@@ -79,6 +79,12 @@ def probe(model, plan, data, args, base_accuracy) -> dict:
     }  # fmt: skip
 
 
+def params_removed(model, trials) -> dict[int, float]:
+    """Fraction of ``model``'s params each trial removes, by trial number (from its objective)."""
+    original = lo.analyze(model).cost.params
+    return {t.number: 1 - t.values[0] / original for t in trials}
+
+
 def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dict | None, int]:
     """Most compressed plan within 1 point, by bisection on the fraction of params removed.
 
@@ -88,8 +94,7 @@ def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dic
     compression whatever the density of its front (bisecting on the front's index did not).
     Assumes accuracy falls as params are removed along the 2-D front.
     """
-    original = lo.analyze(model).cost.params
-    removed = {t.number: 1 - t.values[0] / original for t in trials}
+    removed = params_removed(model, trials)
     low, high = 0.0, max(removed.values(), default=0.0) + 1e-9
     best, probes = None, 0
     while probes < args.max_probes:

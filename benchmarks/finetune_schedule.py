@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import optuna
-from compression_table import MODELS, front
+from compression_table import MODELS, front, params_removed
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
@@ -34,11 +34,11 @@ SCHEDULES = {"constant 1e-4": ("constant", 1e-4), "cosine from 3e-4": ("cosine",
 
 def pick_plans(model, study, targets: list[float]) -> list[dict]:
     """For each target, the front plan removing the fraction of params nearest to it (0: none)."""
-    analysis = lo.analyze(model)
-    removed = {t.number: 1 - t.values[0] / analysis.cost.params for t in front(study)}
+    trials = front(study)
+    removed = params_removed(model, trials)
     chosen = {-1: {}} if 0 in targets else {}
     for target in (t for t in targets if t > 0):
-        trial = min(front(study), key=lambda t: abs(removed[t.number] - target))
+        trial = min(trials, key=lambda t: abs(removed[t.number] - target))
         chosen[trial.number] = lo.plan_from_trial(model, trial)
     return list(chosen.values())
 
