@@ -50,6 +50,10 @@ def candidates(aggregator: str | None = None, only: list[str] | None = None) -> 
     for method in CONV_METHODS:
         found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}, **layerwise}
     found["weight-error proxy"] = {"metric": "weight_error", **layerwise}
+    found["hybrid (output cosine)"] = {"metric": "output_cosine", **layerwise}
+    found["hybrid, dense svd (output)"] = {
+        "methods": {"conv": list(CONV_METHODS), "dense": ["svd"]}, "metric": "output_cosine", **layerwise
+    }
     return {label: options for label, options in found.items() if not only or label in only}
 
 

@@ -1,11 +1,13 @@
 """How well each similarity proxy ranks plans by real accuracy (issue #5).
 
-One NSGA-II study (layerwise CKA/mean) gives the plans; >= 12 of them spread over
-the Pareto front are scored by every proxy (CKA, cosine, NMSE x mean/product/min/
-weighted aggregators, layerwise; CKA/cosine/NMSE on network outputs, model proxy;
-the weight reconstruction error) and by test accuracy before fine-tuning and, with
-``--finetune``, after one fine-tuning run. Printed: Spearman rank correlation of
-each proxy with each accuracy.
+One NSGA-II study (the library's default proxy) gives the plans; >= 12 of them spread
+over the Pareto front are scored by every proxy and by test accuracy before fine-tuning
+and, with ``--finetune``, after one fine-tuning run. Proxies: CKA, cosine, NMSE x
+mean/product/min/weighted aggregators, layerwise; the same metrics on the network
+outputs with one layer's candidate swapped in at a time (output_*, mean/product),
+layerwise; CKA/cosine/NMSE on the network outputs of the whole plan (model proxy); the
+weight reconstruction error. Printed: Spearman rank correlation of each proxy with
+each accuracy.
 
     python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # README numbers
     python benchmarks/proxy_fidelity.py --quick                      # smoke test
@@ -38,6 +40,10 @@ def proxies(model, calibration, profile) -> dict[str, object]:
         for aggregator in lo.AGGREGATORS:
             found[f"layerwise {metric}/{aggregator}"] = lo.LayerwiseProxy(
                 profile, analysis, metric=metric, aggregator=aggregator
+            )
+        for aggregator in ("mean", "product"):
+            found[f"layerwise output_{metric}/{aggregator}"] = lo.LayerwiseProxy(
+                profile, analysis, metric=f"output_{metric}", aggregator=aggregator
             )
         found[f"model {metric}"] = lo.ModelProxy(model, analysis, calibration, metric=metric)
     for aggregator in ("mean", "product"):

@@ -131,3 +131,13 @@ def test_schedule_choices_are_the_librarys():
         assert parser.parse_args(["finetune", "--schedule", schedule]).schedule == schedule
     with pytest.raises(SystemExit):
         parser.parse_args(["finetune", "--schedule", "step"])
+
+
+def test_metric_choices_are_the_librarys():
+    import lrf_optuna as lo
+
+    parser = build_parser()
+    for metric in lo.LAYERWISE_METRICS:  # spelled out in the CLI, as the schedules are
+        assert parser.parse_args(["search", "--metric", metric]).metric == metric
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--metric", "output_l2"])

@@ -15,8 +15,9 @@ import lrf_optuna as lo
 from lrf_optuna.profile import PROFILE_COLUMNS, rank_grid
 from search_support import METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
 
-COLUMNS = ["layer", "method", "rank", "params", "macs", "cka", "cosine", "nmse", "weight_error", "seconds"]
 SCORES = ["cka", "cosine", "nmse"]
+OUTPUT_SCORES = ["output_cka", "output_cosine", "output_nmse"]
+COLUMNS = ["layer", "method", "rank", "params", "macs", *SCORES, *OUTPUT_SCORES, "weight_error", "seconds"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def truncated(model: keras.Model, layer: str) -> keras.Model:
 def test_columns(profile):
     assert list(profile.columns) == COLUMNS == PROFILE_COLUMNS
     assert len(profile) > 0
-    assert profile[["cka", "cosine", "nmse", "weight_error", "seconds"]].notna().all().all()
+    assert profile[[*SCORES, *OUTPUT_SCORES, "weight_error", "seconds"]].notna().all().all()
     assert (profile["seconds"] >= 0).all()
     assert profile["rank"].dtype.kind == "i" and profile["params"].dtype.kind == "i"
 
@@ -114,9 +115,10 @@ def test_ranks_per_method_and_methods_settings(model, data):
 
 
 def test_scores_are_similarities(profile):
-    for name in SCORES:
+    for name in SCORES + OUTPUT_SCORES:
         assert (profile[name] <= 1.0 + 1e-9).all()
     assert (profile["cka"] >= 0).all() and (profile["nmse"] > 0).all()
+    assert (profile["output_cka"] >= 0).all() and (profile["output_nmse"] > 0).all()
     assert ((profile["weight_error"] >= 0) & (profile["weight_error"] <= 1.0 + 1e-9)).all()
 
 
@@ -150,7 +152,7 @@ def test_exactly_low_rank_kernel_scores_one(data):
     rows = profile[(profile.layer == "d1") & (profile.method == "svd")]
     exact, truncated_rows = rows[rows["rank"] >= 3], rows[rows["rank"] < 3]
     assert len(exact) >= 4 and len(truncated_rows) >= 1
-    for name in SCORES:
+    for name in SCORES + OUTPUT_SCORES:
         np.testing.assert_allclose(exact[name], 1.0, atol=1e-6)
         assert (truncated_rows[name] < 0.999).all()
     np.testing.assert_allclose(exact["weight_error"], 0.0, atol=1e-5)
@@ -180,6 +182,37 @@ def test_similarity_equals_direct_computation(model, data, profile, layer, metho
     assert actual.cka < 0.9999  # a real approximation, not the identity
 
 
+@pytest.mark.parametrize(("layer", "method"), SINGLE_LAYER_CASES)
+def test_output_similarity_equals_direct_computation(model, data, profile, layer, method):
+    """Output columns == metrics(whole model, its materialized version with this layer only)."""
+    rank = middle_rank(profile, layer, method)
+    expected = direct_scores(model, {layer: (method, rank)}, data)
+    actual = row(profile, layer, method, rank)
+    for name in SCORES:
+        assert actual[f"output_{name}"] == pytest.approx(expected[name], rel=2e-5, abs=1e-6), name
+    assert actual.output_cka < 0.9999
+
+
+def test_output_samples_uses_the_first_samples(model, data):
+    profile = lo.profile_model(model, data, settings=settings(output_samples=8), show_progress=False)
+    rank = middle_rank(profile, "c2", "tucker2")
+    expected = direct_scores(model, {"c2": ("tucker2", rank)}, data[:8])
+    actual = row(profile, "c2", "tucker2", rank)
+    for name in SCORES:
+        assert actual[f"output_{name}"] == pytest.approx(expected[name], rel=2e-5, abs=1e-6), name
+
+
+def test_output_samples_zero_skips_the_network_columns(model, data, profile):
+    skipped = lo.profile_model(model, data, settings=settings(output_samples=0), show_progress=False)
+    assert skipped[OUTPUT_SCORES].isna().all().all()
+    columns = [*SCORES, "weight_error"]
+    pd.testing.assert_frame_equal(skipped[columns], profile[columns], rtol=1e-12, atol=0)
+    analysis = lo.analyze(model)
+    with pytest.raises(ValueError, match=r"Invalid `metric` 'output_cosine'.*output_samples=0"):
+        lo.LayerwiseProxy(skipped, analysis, metric="output_cosine", aggregator="mean")
+    assert lo.LayerwiseProxy(skipped, analysis, metric="cosine", aggregator="mean")({}) == 1.0
+
+
 def test_weight_error_equals_relative_kernel_error(model, profile):
     analysis = lo.analyze(model)
     geom = analysis.specs["c2"].geometry
@@ -203,6 +236,8 @@ def test_nested_model_layer(data):
         actual = row(profile, "inner/conv", method, rank)
         for name in SCORES:
             assert actual[name] == pytest.approx(expected[name], rel=2e-5, abs=1e-6), (method, name)
+            # the nested layer's output is the model's output: both columns agree
+            assert actual[f"output_{name}"] == pytest.approx(expected[name], rel=2e-5, abs=1e-6)
 
 
 def test_tiny_memory_budget_captures_in_several_passes(model, caplog):
@@ -237,7 +272,13 @@ def test_position_subset_only_changes_conv_rows(model, data, profile):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("ranks_per_method", 0), ("ranks_per_method", 17), ("max_samples", 0), ("memory_budget_mb", 0)],
+    [
+        ("ranks_per_method", 0),
+        ("ranks_per_method", 17),
+        ("max_samples", 0),
+        ("memory_budget_mb", 0),
+        ("output_samples", -1),
+    ],
 )
 def test_invalid_settings(field, value):
     with pytest.raises(ValueError, match=f"Invalid `{field}`"):

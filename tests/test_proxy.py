@@ -45,7 +45,7 @@ def layerwise(profile, analysis, metric="cka", aggregator="mean") -> lo.Layerwis
 
 
 @pytest.mark.parametrize("aggregator", ["mean", "product", "min", "weighted"])
-@pytest.mark.parametrize("metric", ["cka", "cosine", "nmse", "weight_error"])
+@pytest.mark.parametrize("metric", ["cka", "cosine", "nmse", "output_cosine", "weight_error"])
 def test_layerwise_all_none_scores_one(model, data, profile, analysis, metric, aggregator):
     assert layerwise(profile, analysis, metric, aggregator)({}) == pytest.approx(1.0, abs=1e-6)
     objective = lo.make_objective(model, data, profile=profile, metric=metric, aggregator=aggregator)
@@ -94,6 +94,17 @@ def test_layerwise_aggregators(profile, analysis):
     assert expected["weighted"] != pytest.approx(expected["mean"], rel=1e-3)  # weights matter
 
 
+def test_layerwise_output_metric_reads_its_column(profile, analysis):
+    plan = {"c1": ("tucker2", 2), "d1": ("svd", 4)}
+    for metric in ("output_cka", "output_cosine", "output_nmse"):
+        s_c1 = float(np.interp(2, *_curve_values(profile, "c1", "tucker2", metric)))
+        s_d1 = float(np.interp(4, *_curve_values(profile, "d1", "svd", metric)))
+        assert layerwise(profile, analysis, metric, "product")(plan) == pytest.approx(s_c1 * s_d1, rel=1e-12)
+        assert s_c1 != pytest.approx(
+            float(np.interp(2, *_curve_values(profile, "c1", "tucker2", metric[7:])))
+        )
+
+
 def _curve_values(profile, layer, method, metric):
     ranks, rows = curve(profile, layer, method)
     return ranks.astype(float), rows[metric].to_numpy()
@@ -120,6 +131,7 @@ def test_layerwise_unknown_method_is_refused(profile, analysis):
         ({"aggregator": "max"}, "Invalid `aggregator`"),
         ({"proxy": "network"}, "Invalid `proxy`"),
         ({"proxy": "model", "metric": "weight_error"}, "Invalid `metric`"),
+        ({"proxy": "model", "metric": "output_cosine"}, "Invalid `metric`"),
     ],
 )
 def test_invalid_choices(model, data, profile, kwargs, match):
@@ -154,7 +166,7 @@ def test_model_proxy_restores_kernels(model, data, model_objectives):
     first = objective.evaluate(PLANS[2])[2]
     assert first < 0.999
     assert objective.evaluate({})[2] == pytest.approx(1.0, abs=1e-6)
-    copy = objective.proxy.copy
+    copy = objective.proxy.swapper.copy
     for original, restored in zip(model.get_weights(), copy.get_weights()):
         np.testing.assert_array_equal(original, restored)
     for original, now in zip(before, model.get_weights()):
@@ -175,7 +187,7 @@ def test_model_proxy_uses_the_first_max_samples(model):
         predict(model, data[:8]), predict(lo.materialize(model, plan), data[:8])
     )
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
-    assert len(objective.proxy.data) == 8
+    assert len(objective.proxy.swapper.data) == 8
 
 
 def test_model_proxy_on_a_nested_model():
@@ -185,4 +197,4 @@ def test_model_proxy_on_a_nested_model():
     expected = METRIC_FUNCTIONS["nmse"](predict(model, data), predict(lo.materialize(model, plan), data))
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
     assert objective.evaluate({})[2] == pytest.approx(1.0, abs=1e-6)
-    assert isinstance(objective.proxy.copy, keras.Model)
+    assert isinstance(objective.proxy.swapper.copy, keras.Model)

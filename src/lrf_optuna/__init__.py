@@ -10,10 +10,10 @@ from lrf_optuna.cost import Cost
 from lrf_optuna.factorizers import get_factorizer, methods_for
 from lrf_optuna.finetune import SCHEDULES, FinetuneResult, evaluate_accuracy, finetune, learning_rate_schedule
 from lrf_optuna.layers import TTDense, TuckerDense
-from lrf_optuna.metrics import METRICS
+from lrf_optuna.metrics import METRICS, OUTPUT_METRICS
 from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
 from lrf_optuna.profile import ProfileSettings
-from lrf_optuna.proxy import AGGREGATORS, LayerwiseProxy, ModelProxy
+from lrf_optuna.proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
 from lrf_optuna.report import pareto_frame, summary_table, write_report
 from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
 from lrf_optuna.search_space import SearchSpace
@@ -27,8 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGGREGATORS",
+    "LAYERWISE_METRICS",
     "METRICS",
     "METRIC_NAMES",
+    "OUTPUT_METRICS",
     "SCHEDULES",
     "Constraints",
     "Cost",

@@ -42,7 +42,10 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
         "--trials", type=int, default=300, help="total COMPLETE trials to reach (default: %(default)s)"
     )
     parser.add_argument("--proxy", choices=["layerwise", "model"], default="layerwise")
-    parser.add_argument("--metric", choices=["cka", "cosine", "nmse"], default=None, help="similarity metric")
+    metrics = ["cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse", "weight_error"]
+    parser.add_argument(
+        "--metric", choices=metrics, default=None, help="similarity metric (output_*, weight_error: layerwise only)"
+    )
     parser.add_argument("--aggregator", choices=["mean", "product", "min", "weighted"], default=None)
     parser.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe"], default="nsga2")
     parser.add_argument(

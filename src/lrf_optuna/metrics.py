@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["METRICS", "ReferenceMaps", "cosine_similarity", "linear_cka", "nmse_score"]
+__all__ = ["METRICS", "OUTPUT_METRICS", "ReferenceMaps", "cosine_similarity", "linear_cka", "nmse_score"]
 
 METRICS = ("cka", "cosine", "nmse")
+# The same metrics on the network outputs, with one layer's candidate swapped in: they
+# see how that layer's error propagates through the layers after it.
+OUTPUT_METRICS = tuple(f"output_{name}" for name in METRICS)
 
 
 def _centered_gram(x: np.ndarray) -> np.ndarray:

@@ -3,8 +3,11 @@
 For each compressible layer the calibration inputs are captured once; each candidate
 is evaluated by running the original layer with its kernel replaced by the low-rank
 reconstruction (mathematically the factorized chain) on those inputs, and comparing
-with the original outputs. Decompositions of one layer and method share their work
-across ranks (one SVD serves every SVD rank).
+with the original outputs (columns ``METRICS``). It is also swapped alone into a copy
+of the whole model, whose outputs are compared with the original model's (columns
+``OUTPUT_METRICS``): that sees how the layer's error grows through the layers after
+it. Decompositions of one layer and method share their work across ranks (one SVD
+serves every SVD rank).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from lrf_optuna.capture import Captured, capture_groups
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.graph import fresh_copy
-from lrf_optuna.metrics import METRICS, ReferenceMaps
+from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
+from lrf_optuna.swap import KernelSwapper
 
 __all__ = [
     "PROFILE_COLUMNS",
@@ -35,7 +39,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-PROFILE_COLUMNS = ["layer", "method", "rank", "params", "macs", *METRICS, "weight_error", "seconds"]
+PROFILE_COLUMNS = [
+    "layer", "method", "rank", "params", "macs", *METRICS, *OUTPUT_METRICS, "weight_error", "seconds"
+]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +50,10 @@ class ProfileSettings:
 
     ``max_samples`` calibration samples are used (the first ones); ``max_positions``
     spatial positions per sample (a fixed random subset) are kept for comparisons;
-    captured maps are held for as many layers at a time as ``memory_budget_mb`` allows.
+    captured maps are held for as many layers at a time as ``memory_budget_mb`` allows;
+    the first ``output_samples`` of them (at most ``max_samples``) run through the whole
+    model once per candidate for the ``OUTPUT_METRICS`` columns (0 skips that, leaving
+    NaN, for models too slow to run once per candidate).
     """
 
     ranks_per_method: int = 8
@@ -52,6 +61,7 @@ class ProfileSettings:
     max_positions: int = 256
     memory_budget_mb: int = 2048
     batch_size: int = 32
+    output_samples: int = 256
     methods: tuple[str, ...] | None = None
     seed: int = 0
 
@@ -61,6 +71,8 @@ class ProfileSettings:
         for name in ("max_samples", "max_positions", "memory_budget_mb", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Invalid `{name}`: expected >= 1, received {getattr(self, name)}")
+        if self.output_samples < 0:
+            raise ValueError(f"Invalid `output_samples`: expected >= 0, received {self.output_samples}")
 
 
 def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
@@ -155,7 +167,23 @@ class _LayerProbe:
         return scores
 
 
-def _profile_layer(layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings) -> list[dict]:
+class _NetworkProbe:
+    """The whole model with one candidate swapped in, scored on the network outputs."""
+
+    def __init__(self, model: keras.Model, analysis: ModelAnalysis, data: np.ndarray, batch_size: int):
+        self.swapper = KernelSwapper(model, analysis, data, batch_size=batch_size)
+        self.reference = ReferenceMaps(self.swapper.outputs())
+
+    def similarities(self, name: str, key: tuple, keras_layout: np.ndarray) -> dict[str, float]:
+        self.swapper.assign(name, key, keras_layout)
+        scores = self.reference.scores(self.swapper.outputs())
+        self.swapper.assign(name, None)
+        return {f"output_{metric}": value for metric, value in scores.items()}
+
+
+def _profile_layer(
+    layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings, network: _NetworkProbe | None
+) -> list[dict]:
     probe = _LayerProbe(layer, spec, captured, settings)
     geom = spec.geometry
     kernel = canonical_kernel(layer, geom)
@@ -173,7 +201,12 @@ def _profile_layer(layer, spec: LayerSpec, captured: Captured, settings: Profile
         for rank in ranks:
             tick = time.perf_counter()
             approx = factorizer.reconstruct(kernels[rank], geom, rank)
-            scores = probe.similarities(keras_kernel(approx, probe.layer, geom))
+            layout = keras_kernel(approx, probe.layer, geom)
+            scores = probe.similarities(layout)
+            if network is None:
+                scores.update(dict.fromkeys(OUTPUT_METRICS, float("nan")))
+            else:
+                scores.update(network.similarities(spec.name, (method, rank), layout))
             cost = factorizer.cost(geom, rank)
             rows.append({
                 "layer": spec.name, "method": method, "rank": rank,
@@ -199,10 +232,13 @@ def run_profile(
     specs = list(analysis.specs.values())
     layers = analysis.layers
     rows: list[dict] = []
+    network = None
+    if settings.output_samples:
+        network = _NetworkProbe(model, analysis, data[: settings.output_samples], settings.batch_size)
     budget = settings.memory_budget_mb * 2**20
     groups = capture_groups(model, specs, data, memory_budget=budget, batch_size=settings.batch_size)
     for spec, captured in tqdm(
         groups, total=len(specs), desc="profile", unit="layer", disable=not show_progress
     ):
-        rows.extend(_profile_layer(layers[spec.name], spec, captured, settings))
+        rows.extend(_profile_layer(layers[spec.name], spec, captured, settings, network))
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)

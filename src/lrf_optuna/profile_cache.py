@@ -31,7 +31,7 @@ except ImportError:  # Windows: no cross-process lock, concurrent workers may ea
 __all__ = ["cached_profile", "load_profile", "profile_key", "save_profile"]
 
 logger = logging.getLogger(__name__)
-FORMAT = 2  # 2: exact floats (1 kept 10 digits)
+FORMAT = 3  # 3: network-output columns; 2: exact floats (1 kept 10 digits)
 
 
 def profile_key(model: keras.Model, data: np.ndarray, settings: ProfileSettings) -> str:

@@ -9,25 +9,33 @@ factorized network) and compares the network outputs.
 from __future__ import annotations
 
 import collections
-from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
 
 from lrf_optuna.analysis import ModelAnalysis
-from lrf_optuna.catalog import canonical_kernel, keras_kernel, kernel_variable
+from lrf_optuna.catalog import canonical_kernel, keras_kernel
 from lrf_optuna.factorizers import get_factorizer
-from lrf_optuna.graph import copy_model
-from lrf_optuna.metrics import METRICS, ReferenceMaps
+from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
+from lrf_optuna.swap import KernelSwapper
 
-__all__ = ["AGGREGATORS", "DEFAULT_AGGREGATOR", "DEFAULT_METRIC", "LayerwiseProxy", "ModelProxy"]
+__all__ = [
+    "AGGREGATORS",
+    "DEFAULT_AGGREGATOR",
+    "DEFAULT_METRIC",
+    "LAYERWISE_METRICS",
+    "LayerwiseProxy",
+    "ModelProxy",
+]
 
 # Measured by benchmarks/proxy_fidelity.py (LeNet-5, 16 Pareto plans, 1-epoch fine-tune):
 # layerwise cosine/mean had the best Spearman with post-fine-tune accuracy among the
 # feature-map proxies (0.957; CKA/mean 0.935). See README "Proxy fidelity".
 DEFAULT_METRIC = "cosine"
 DEFAULT_AGGREGATOR = "mean"
+
+LAYERWISE_METRICS = (*METRICS, *OUTPUT_METRICS, "weight_error")
 
 Resolved = dict[str, tuple[str, int]]
 
@@ -62,8 +70,14 @@ class LayerwiseProxy:
     """Piecewise-linear interpolation of the profile between profiled ranks."""
 
     def __init__(self, profile: pd.DataFrame, analysis: ModelAnalysis, *, metric: str, aggregator: str):
-        _check_choice("metric", metric, [*METRICS, "weight_error"])
+        _check_choice("metric", metric, LAYERWISE_METRICS)
         _check_choice("aggregator", aggregator, AGGREGATORS)
+        if profile[metric].isna().any():
+            raise ValueError(
+                f"Invalid `metric` {metric!r}: the profile has no values for it (profiled with "
+                "`output_samples=0`). Profile with `ProfileSettings(output_samples=...)` >= 1, or pick "
+                f"one of {[*METRICS, 'weight_error']}."
+            )
         self.layers = list(analysis.specs)
         self.weights = np.array([analysis.specs[n].cost.params for n in self.layers], dtype=float)
         self.aggregate = AGGREGATORS[aggregator]
@@ -104,36 +118,24 @@ class ModelProxy:
         batch_size: int = 64,
     ):
         _check_choice("metric", metric, METRICS)
-        self.analysis, self.metric, self.seed, self.batch_size = analysis, metric, seed, batch_size
-        self.copy, by_path = copy_model(model)
-        self.layers = {name: by_path[name] for name in analysis.specs}
-        self.originals = {
-            name: keras.ops.convert_to_numpy(kernel_variable(layer, analysis.specs[name].geometry))
-            for name, layer in self.layers.items()
-        }
-        self.current: dict[str, Any] = {name: None for name in self.layers}
-        self.data = np.asarray(calibration_x, np.float32)
-        self.reference = ReferenceMaps(self._outputs())
+        self.analysis, self.metric, self.seed = analysis, metric, seed
+        self.swapper = KernelSwapper(model, analysis, calibration_x, batch_size=batch_size)
+        self.reference = ReferenceMaps(self.swapper.outputs())
         self.cache: collections.OrderedDict = collections.OrderedDict()
         self.cache_bytes, self.cache_limit = 0, cache_mb * 2**20
-
-    def _outputs(self) -> np.ndarray:
-        outputs = self.copy.predict(self.data, batch_size=self.batch_size, verbose=0)
-        parts = outputs if isinstance(outputs, list | tuple) else [outputs]
-        return np.concatenate([np.reshape(p, (len(self.data), -1)) for p in parts], axis=1)
 
     def _kernel(self, name: str, method: str, rank: int) -> np.ndarray:
         key = (name, method, rank)
         if key in self.cache:
             self.cache.move_to_end(key)
             return self.cache[key]
-        geom, layer = self.analysis.specs[name].geometry, self.layers[name]
+        geom = self.analysis.specs[name].geometry
         original = canonical_kernel(self.analysis.layers[name], geom)
         factorizer = get_factorizer(geom.kind, method)
         approx = factorizer.reconstruct(
             factorizer.decompose(original, geom, rank, seed=self.seed), geom, rank
         )
-        kernel = keras_kernel(approx, layer, geom)
+        kernel = keras_kernel(approx, self.swapper.layers[name], geom)
         self.cache[key] = kernel
         self.cache_bytes += kernel.nbytes
         while self.cache_bytes > self.cache_limit and len(self.cache) > 1:
@@ -142,11 +144,8 @@ class ModelProxy:
         return kernel
 
     def __call__(self, resolved: Resolved) -> float:
-        for name, layer in self.layers.items():
+        for name in self.analysis.specs:
             wanted = resolved.get(name)
-            if wanted == self.current[name]:
-                continue
-            kernel = self.originals[name] if wanted is None else self._kernel(name, *wanted)
-            kernel_variable(layer, self.analysis.specs[name].geometry).assign(kernel)
-            self.current[name] = wanted
-        return getattr(self.reference, self.metric)(self._outputs().astype(np.float64))
+            if wanted != self.swapper.current[name]:
+                self.swapper.assign(name, wanted, None if wanted is None else self._kernel(name, *wanted))
+        return getattr(self.reference, self.metric)(self.swapper.outputs().astype(np.float64))
