@@ -52,7 +52,9 @@ def candidates(aggregator: str | None = None, only: list[str] | None = None) -> 
     found["weight-error proxy"] = {"metric": "weight_error", **layerwise}
     found["hybrid (output cosine)"] = {"metric": "output_cosine", **layerwise}
     found["hybrid, dense svd (output)"] = {
-        "methods": {"conv": list(CONV_METHODS), "dense": ["svd"]}, "metric": "output_cosine", **layerwise
+        "methods": {"conv": list(CONV_METHODS), "dense": ["svd"]},
+        "metric": "output_cosine",
+        **layerwise,
     }
     return {label: options for label, options in found.items() if not only or label in only}
 
@@ -151,12 +153,12 @@ def run_model(name: str, data, args) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     header = (
-        f"{'model':<13} {'candidate':<22} {'params -%':>9} {'MACs -%':>8} {'acc pre-FT':>10} {'acc FT':>7} "
+        f"{'model':<13} {'candidate':<26} {'params -%':>9} {'MACs -%':>8} {'acc pre-FT':>10} {'acc FT':>7} "
         f"{'<= 1 pt':>7} {'FT s':>6} {'probes':>6} {'search s':>8}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
-        start = f"{r['model']:<13} {r['candidate']:<22} "
+        start = f"{r['model']:<13} {r['candidate']:<26} "
         end = f"{r['probes']:>6} {r['search_s']:>8.1f}"
         if "acc_after_ft" not in r:
             lines.append(start + f"{'no probed plan within 1 point':>52} " + end)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune", action="store_true", help="also fine-tune each plan once (1 epoch)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lo.finetune's)")
     parser.add_argument("--schedule", choices=lo.SCHEDULES, default=None, help="(default: lo.finetune's)")
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="fine-tune on this many shuffled training images (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
@@ -71,7 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
     model = load_model_file(MODELS / f"{args.model}.keras")
     calibration = calibration_subset(x_train, args.calibration, seed=args.seed)
-    profile = lo.profile_model(model, calibration, cache_dir="studies/cache", show_progress=False)
+    if args.train_size:  # fine-tuning data only: the calibration (hence the plans) stays the same
+        order = np.random.default_rng(args.seed).permutation(len(x_train))[: args.train_size]
+        x_train, y_train = x_train[order], y_train[order]
+    settings = lo.ProfileSettings(output_samples=args.calibration)  # the output_* columns too
+    profile = lo.profile_model(
+        model, calibration, settings=settings, cache_dir="studies/cache", show_progress=False
+    )
     study = lo.run_study(model, calibration, storage=optuna.storages.InMemoryStorage(), n_trials=args.trials,
                          seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
     scorers = proxies(model, calibration, profile)
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     default = "lo.finetune's"
     print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
           f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, "
-          f"fine-tune: 1 epoch, learning rate {args.lr or default}, schedule {args.schedule or default}")  # fmt: skip
+          f"fine-tune: 1 epoch on {len(x_train)} images, learning rate {args.lr or default}, schedule {args.schedule or default}")  # fmt: skip
     print("Spearman rank correlation of each proxy with test accuracy")
     print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
     print()

@@ -144,4 +144,6 @@ def data():
 
 @pytest.fixture(scope="module")
 def profile(model, data):
-    return lo.profile_model(model, data, settings=search_support.settings(), show_progress=False)
+    # with the network-output columns, which a default search leaves out
+    settings = search_support.settings(output_samples=256)
+    return lo.profile_model(model, data, settings=settings, show_progress=False)

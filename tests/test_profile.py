@@ -148,7 +148,9 @@ def test_exactly_low_rank_kernel_scores_one(data):
     rng = np.random.default_rng(0)
     low_rank = rng.standard_normal((1152, 3)) @ rng.standard_normal((3, 64)) / 30.0
     layer.kernel.assign(low_rank.astype("float32"))
-    profile = lo.profile_model(model, data, settings=settings(ranks_per_method=6), show_progress=False)
+    profile = lo.profile_model(
+        model, data, settings=settings(ranks_per_method=6, output_samples=256), show_progress=False
+    )
     rows = profile[(profile.layer == "d1") & (profile.method == "svd")]
     exact, truncated_rows = rows[rows["rank"] >= 3], rows[rows["rank"] < 3]
     assert len(exact) >= 4 and len(truncated_rows) >= 1
@@ -208,9 +210,26 @@ def test_output_samples_zero_skips_the_network_columns(model, data, profile):
     columns = [*SCORES, "weight_error"]
     pd.testing.assert_frame_equal(skipped[columns], profile[columns], rtol=1e-12, atol=0)
     analysis = lo.analyze(model)
-    with pytest.raises(ValueError, match=r"Invalid `metric` 'output_cosine'.*output_samples=0"):
+    with pytest.raises(ValueError, match=r"Invalid `metric` 'output_cosine'.*`output_samples` 0 or None"):
         lo.LayerwiseProxy(skipped, analysis, metric="output_cosine", aggregator="mean")
     assert lo.LayerwiseProxy(skipped, analysis, metric="cosine", aggregator="mean")({}) == 1.0
+
+
+def test_output_samples_default_follows_the_searched_metric(model, data, profile):
+    default = lo.ProfileSettings(max_samples=100)
+    assert default.output_samples is None
+    assert default.for_metric("output_cka").output_samples == 100
+    assert default.for_metric("cosine").output_samples == 0
+    assert lo.ProfileSettings(output_samples=8).for_metric("cosine").output_samples == 8
+    assert default.for_metric(None).output_samples == 0
+    # a search on an output metric profiles the network outputs, a default search does not
+    plan = {"c2": ("tucker2", middle_rank(profile, "c2", "tucker2"))}
+    expected = row(profile, "c2", "tucker2", plan["c2"][1]).output_cosine
+    searched = lo.make_objective(model, data, metric="output_cosine", aggregator="product",
+                                 profile_settings=settings(), show_progress=False)  # fmt: skip
+    assert searched.evaluate(plan)[2] == pytest.approx(expected, rel=1e-12)
+    plain = lo.profile_model(model, data, settings=settings(), show_progress=False)
+    assert plain[OUTPUT_SCORES].isna().all().all()
 
 
 def test_weight_error_equals_relative_kernel_error(model, profile):
@@ -228,7 +247,7 @@ def test_weight_error_equals_relative_kernel_error(model, profile):
 
 def test_nested_model_layer(data):
     model = nested_cnn()
-    profile = lo.profile_model(model, data, settings=settings(), show_progress=False)
+    profile = lo.profile_model(model, data, settings=settings(output_samples=256), show_progress=False)
     assert set(profile.layer) == {"stem", "inner/conv"}
     for method in ("svd", "tucker2", "cp", "spatial_svd"):
         rank = middle_rank(profile, "inner/conv", method)

@@ -48,7 +48,7 @@ def leftovers(directory: Path) -> list[Path]:
 
 
 def cache_path(model, data, directory: Path, profile_settings=SETTINGS) -> Path:
-    key = profile_cache.profile_key(model, data, profile_settings)
+    key = profile_cache.profile_key(model, data, profile_settings.for_metric(None))
     return directory / f"profile-{key[:24]}.json"
 
 
@@ -92,6 +92,18 @@ def test_objective_from_the_cache_scores_like_the_computed_profile(model, data, 
     )
     from_frame = lo.make_objective(model, data, methods=methods, profile=first)
     assert from_cache.evaluate(plan) == from_frame.evaluate(plan)
+
+
+def test_searches_share_the_profile_unless_they_need_network_outputs(model, data, cached, computed):
+    directory, first, path = cached
+    assert first[["output_cka", "output_cosine", "output_nmse"]].isna().all().all()
+    options = dict(methods=SETTINGS.methods, profile_settings=SETTINGS, cache_dir=directory)
+    lo.make_objective(model, data, **options)  # the default metric: the cached profile serves
+    assert len(computed) == 1 and cache_files(directory) == [path]
+    lo.make_objective(model, data, metric="output_cosine", **options)
+    assert len(computed) == 2 and len(cache_files(directory)) == 2
+    lo.make_objective(model, data, metric="output_cka", **options)  # that one serves all output metrics
+    assert len(computed) == 2
 
 
 def test_no_cache_dir_always_computes(model, data, tmp_path, computed, monkeypatch):
@@ -180,7 +192,7 @@ def test_stale_key_is_recomputed_and_replaced_atomically(model, data, cached, co
     assert len(computed) == before + 1
     assert "stale" in caplog.text
     document = json.loads(path_b.read_text())
-    assert document["key"] == profile_cache.profile_key(model, other, SETTINGS)
+    assert document["key"] == profile_cache.profile_key(model, other, SETTINGS.for_metric(None))
     assert len(document["rows"]) == len(result)
     assert path_b.stat().st_ino != inode  # a new file renamed over the old one
     assert leftovers(directory) == []

@@ -44,7 +44,10 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proxy", choices=["layerwise", "model"], default="layerwise")
     metrics = ["cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse", "weight_error"]
     parser.add_argument(
-        "--metric", choices=metrics, default=None, help="similarity metric (output_*, weight_error: layerwise only)"
+        "--metric",
+        choices=metrics,
+        default=None,
+        help="similarity metric (output_*, weight_error: layerwise only)",
     )
     parser.add_argument("--aggregator", choices=["mean", "product", "min", "weighted"], default=None)
     parser.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe"], default="nsga2")

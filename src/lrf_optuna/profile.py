@@ -52,8 +52,9 @@ class ProfileSettings:
     spatial positions per sample (a fixed random subset) are kept for comparisons;
     captured maps are held for as many layers at a time as ``memory_budget_mb`` allows;
     the first ``output_samples`` of them (at most ``max_samples``) run through the whole
-    model once per candidate for the ``OUTPUT_METRICS`` columns (0 skips that, leaving
-    NaN, for models too slow to run once per candidate).
+    model once per candidate for the ``OUTPUT_METRICS`` columns, left NaN when it is 0.
+    ``None`` (the default) means "only if the search maximizes an output_* metric", as
+    resolved by ``for_metric``: that costs one forward pass of the model per candidate.
     """
 
     ranks_per_method: int = 8
@@ -61,7 +62,7 @@ class ProfileSettings:
     max_positions: int = 256
     memory_budget_mb: int = 2048
     batch_size: int = 32
-    output_samples: int = 256
+    output_samples: int | None = None
     methods: tuple[str, ...] | None = None
     seed: int = 0
 
@@ -71,8 +72,18 @@ class ProfileSettings:
         for name in ("max_samples", "max_positions", "memory_budget_mb", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Invalid `{name}`: expected >= 1, received {getattr(self, name)}")
-        if self.output_samples < 0:
-            raise ValueError(f"Invalid `output_samples`: expected >= 0, received {self.output_samples}")
+        if self.output_samples is not None and self.output_samples < 0:
+            raise ValueError(
+                f"Invalid `output_samples`: expected None or >= 0, received {self.output_samples}"
+            )
+
+    def for_metric(self, metric: str | None) -> ProfileSettings:
+        """These settings with ``output_samples=None`` resolved for a search maximizing
+        ``metric`` (``None``: no search, no network outputs)."""
+        if self.output_samples is not None:
+            return self
+        wanted = self.max_samples if metric in OUTPUT_METRICS else 0
+        return dataclasses.replace(self, output_samples=wanted)
 
 
 def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
@@ -233,7 +244,7 @@ def run_profile(
     layers = analysis.layers
     rows: list[dict] = []
     network = None
-    if settings.output_samples:
+    if settings.output_samples:  # None (unresolved) computes none, as 0 does
         network = _NetworkProbe(model, analysis, data[: settings.output_samples], settings.batch_size)
     budget = settings.memory_budget_mb * 2**20
     groups = capture_groups(model, specs, data, memory_budget=budget, batch_size=settings.batch_size)

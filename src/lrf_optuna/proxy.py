@@ -75,7 +75,8 @@ class LayerwiseProxy:
         if profile[metric].isna().any():
             raise ValueError(
                 f"Invalid `metric` {metric!r}: the profile has no values for it (profiled with "
-                "`output_samples=0`). Profile with `ProfileSettings(output_samples=...)` >= 1, or pick "
+                "`output_samples` 0 or None). Profile with `ProfileSettings(output_samples=...)` >= 1, "
+                "or pick "
                 f"one of {[*METRICS, 'weight_error']}."
             )
         self.layers = list(analysis.specs)

@@ -36,7 +36,8 @@ def profile_model(
     show_progress: bool = True,
 ) -> pd.DataFrame:
     """The calibration profile (see ``lrf_optuna.profile``), cached under ``cache_dir``."""
-    settings = settings or ProfileSettings()
+    # unresolved output_samples means none: the same cache entry as a default search's
+    settings = (settings or ProfileSettings()).for_metric(None)
     data = check_calibration(model, calibration_x)
     analysis = analysis or analyze(model)
     compute = lambda: run_profile(
@@ -66,12 +67,13 @@ def make_objective(
     analysis = analyze(model)
     check_weights(model)
     space = SearchSpace.from_analysis(analysis, methods=methods)
+    profile_settings = (profile_settings or ProfileSettings()).for_metric(metric)
     if proxy == "model":
         data = check_calibration(model, calibration_x)
         scorer = ModelProxy(
             model,
             analysis,
-            data[: (profile_settings or ProfileSettings()).max_samples],
+            data[: profile_settings.max_samples],
             metric=metric,
             seed=seed,
         )
@@ -160,7 +162,10 @@ def _profile_key(model: keras.Model, calibration_x: np.ndarray, options: dict) -
     if options.get("proxy", "layerwise") != "layerwise" or options.get("profile") is not None:
         return None
     data = check_calibration(model, calibration_x)
-    return profile_key(model, data, options.get("profile_settings") or ProfileSettings())
+    settings = (options.get("profile_settings") or ProfileSettings()).for_metric(
+        options.get("metric") or DEFAULT_METRIC
+    )
+    return profile_key(model, data, settings)
 
 
 def record_settings(
