@@ -31,7 +31,7 @@ import optuna
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
-from lrf_optuna.proxy import DEFAULT_AGGREGATOR
+from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 from lrf_optuna.workflow import calibration_subset
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
@@ -39,23 +39,21 @@ CONV_METHODS = ("tucker2", "cp", "svd", "spatial_svd")
 VBMF = "VBMF (tucker2/svd)"
 
 
-def candidates(aggregator: str | None = None, only: list[str] | None = None) -> dict[str, dict]:
-    """Search options per candidate; ``aggregator`` (default: the library's) for layerwise ones."""
+def candidates(
+    aggregator: str | None = None, only: list[str] | None = None, metric: str | None = None
+) -> dict[str, dict]:
+    """Search options per candidate; ``aggregator`` and ``metric`` (default: the library's)
+    for the layerwise feature-map ones (not the model proxy, not the weight-error one)."""
     layerwise = {"aggregator": aggregator} if aggregator else {}
+    similarity = {**layerwise, "metric": metric} if metric else layerwise
     found = {
-        "hybrid (layerwise)": {**layerwise},
+        "hybrid (layerwise)": {**similarity},
         "hybrid (model proxy)": {"proxy": "model"},
-        "hybrid, dense svd": {"methods": {"conv": list(CONV_METHODS), "dense": ["svd"]}, **layerwise},
+        "hybrid, dense svd": {"methods": {"conv": list(CONV_METHODS), "dense": ["svd"]}, **similarity},
     }
     for method in CONV_METHODS:
-        found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}, **layerwise}
+        found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}, **similarity}
     found["weight-error proxy"] = {"metric": "weight_error", **layerwise}
-    found["hybrid (output cosine)"] = {"metric": "output_cosine", **layerwise}
-    found["hybrid, dense svd (output)"] = {
-        "methods": {"conv": list(CONV_METHODS), "dense": ["svd"]},
-        "metric": "output_cosine",
-        **layerwise,
-    }
     return {label: options for label, options in found.items() if not only or label in only}
 
 
@@ -125,7 +123,7 @@ def run_model(name: str, data, args) -> list[dict]:
     calibration = calibration_subset(data[0][0], args.calibration, seed=args.seed)
     rows = [{"model": name, "candidate": "uncompressed", "params_removed": 0.0, "macs_removed": 0.0,
              "acc_before_ft": base, "acc_after_ft": base, "ft_seconds": 0.0, "probes": 0, "search_s": 0.0}]  # fmt: skip
-    for label, options in candidates(args.aggregator, args.candidates).items():
+    for label, options in candidates(args.aggregator, args.candidates, args.metric).items():
         start = time.perf_counter()
         study = lo.run_study(
             model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=label, n_trials=args.trials,
@@ -218,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         "--aggregator", choices=list(lo.AGGREGATORS), default=None, help="layerwise aggregator"
     )
     parser.add_argument(
+        "--metric", choices=list(lo.LAYERWISE_METRICS), default=None, help="layerwise similarity metric"
+    )
+    parser.add_argument(
         "--candidates", nargs="+", default=None, help="only these candidates (labels as printed)"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"compression at <= 1 point of test-accuracy loss ({'quick' if args.quick else 'full'} mode), "
         f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
-        f"search: NSGA-II, {args.trials} trials, layerwise aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
+        f"search: NSGA-II, {args.trials} trials, layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
         f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_defaults()}), at most "
         f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images\n"
     )

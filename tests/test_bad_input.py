@@ -239,6 +239,16 @@ def test_worker_with_other_calibration_data(work, files):
         lo.run_worker(tiny_cnn(), calibration(32, seed=7), storage=storage, study_name="s", n_trials=2)
 
 
+def test_worker_joins_a_study_on_an_output_metric(work, files):
+    # the recorded profile key is the one of the network-output profile the study searched
+    storage = f"journal:///{work / 'o.log'}"
+    search(storage, study="o", metric="output_cosine", cache_dir=files / "cache")
+    study = lo.run_worker(tiny_cnn(), calibration(32), storage=storage, study_name="o", n_trials=2,
+                          cache_dir=files / "cache")  # fmt: skip
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2
+    assert study.user_attrs["lrf_optuna:metric"] == "output_cosine"
+
+
 def test_corrupt_sqlite_file(work, files, caplog):
     path = work / "corrupt.db"
     path.write_bytes(np.random.default_rng(0).bytes(8192))

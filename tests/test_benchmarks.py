@@ -102,9 +102,13 @@ def test_proxy_fidelity_quick():
     assert lines[0].startswith("# ") and "model=lenet5" in lines[0], out
     start = lines.index("Spearman rank correlation of each proxy with test accuracy")
     assert lines[start + 1].split() == ["acc_before_ft", "acc_after_ft"], out
-    names = [line.rsplit(None, 2)[0] for line in lines[start + 2 : start + 19]]
-    assert "layerwise cosine/mean" in names and "weight error/mean" in names and "model cka" in names
-    for line in lines[start + 2 : start + 19]:
+    proxies = lines[start + 2 : lines.index("", start)]
+    names = [line.rsplit(None, 2)[0] for line in proxies]
+    assert len(names) == 23, out  # 3 metrics x (4 aggregators, 2 output_*, model) + 2 weight error
+    assert {"layerwise cosine/mean", "layerwise output_cosine/mean", "weight error/mean", "model cka"} <= set(
+        names
+    )
+    for line in proxies:
         for value in line.split()[-2:]:
             assert value == "NaN" or -1.0 <= float(value) <= 1.0, line
 

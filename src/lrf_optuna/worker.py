@@ -151,7 +151,8 @@ def _check_model(study: optuna.Study, model: keras.Model, calibration_x, attrs: 
     expected = attrs["profile_key"]
     if expected is None:
         return
-    received = profile_key(model, check_calibration(model, calibration_x), attrs["profile_settings"])
+    settings = attrs["profile_settings"].for_metric(attrs["metric"])  # as run_study keyed it
+    received = profile_key(model, check_calibration(model, calibration_x), settings)
     if received != expected:
         raise ValueError(
             f"Invalid calibration data for study '{study.study_name}': expected the model weights and "
