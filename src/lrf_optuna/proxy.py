@@ -77,8 +77,7 @@ class LayerwiseProxy:
             raise ValueError(
                 f"Invalid `metric` {metric!r}: the profile has no values for it (profiled with "
                 "`output_samples` 0 or None). Profile with `ProfileSettings(output_samples=...)` >= 1, "
-                "or pick "
-                f"one of {[*METRICS, 'weight_error']}."
+                f"or pick one of {[*METRICS, 'weight_error']}."
             )
         self.layers = list(analysis.specs)
         self.weights = np.array([analysis.specs[n].cost.params for n in self.layers], dtype=float)

@@ -36,9 +36,9 @@ class KernelSwapper:
         return kernel_variable(self.layers[name], self.analysis.specs[name].geometry)
 
     def assign(self, name: str, key: Hashable, kernel: np.ndarray | None = None) -> None:
-        """Put ``kernel`` (Keras layout) into layer ``name`` unless ``key`` is already there."""
-        if key == self.current[name]:
-            return
+        """Put ``kernel`` (Keras layout) into layer ``name``, remembered as ``current[name] = key``;
+        ``key=None`` restores the original kernel. Callers compare with ``current`` first when
+        building the kernel costs more than the assignment."""
         self._variable(name).assign(self.originals[name] if key is None else kernel)
         self.current[name] = key
 
