@@ -1,8 +1,9 @@
 """Compression at <= 1 point of test-accuracy loss: hybrid search vs baselines (issue #5).
 
 For each reference model (studies/models/*.keras, Fashion-MNIST) and each candidate
-(hybrid search with the layerwise and the model proxy, single conv method searches,
-weight-error proxy search, VBMF ranks), the most compressed Pareto plan whose
+(hybrid search with the layerwise and the model proxy, the hybrid with tensor-train and
+tensorized Tucker allowed for dense layers too, single conv method searches, weight-error
+proxy search, VBMF ranks), the most compressed Pareto plan whose
 accuracy after ONE fine-tuning run stays within 1 point of the original is found by
 bisection on the fraction of params removed along the front (each probe = one
 fine-tuning run: the same epochs on the same ``--train-size`` training images for every
@@ -49,7 +50,7 @@ def candidates(
     found = {
         "hybrid (layerwise)": {**similarity},
         "hybrid (model proxy)": {"proxy": "model"},
-        "hybrid, dense svd": {"methods": {"conv": list(CONV_METHODS), "dense": ["svd"]}, **similarity},
+        "hybrid, every method": {"methods": None, **similarity},  # tt, tucker for dense too
     }
     for method in CONV_METHODS:
         found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}, **similarity}
@@ -125,12 +126,13 @@ def run_model(name: str, data, args) -> list[dict]:
              "acc_before_ft": base, "acc_after_ft": base, "ft_seconds": 0.0, "probes": 0, "search_s": 0.0}]  # fmt: skip
     for label, options in candidates(args.aggregator, args.candidates, args.metric).items():
         start = time.perf_counter()
+        trials = args.model_proxy_trials if options.get("proxy") == "model" else args.trials
         study = lo.run_study(
-            model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=label, n_trials=args.trials,
+            model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=label, n_trials=trials,
             seed=args.seed, population_size=args.population, show_progress=False, cache_dir=args.cache, **options,
         )  # fmt: skip
         searched = time.perf_counter() - start
-        logging.info("%s / %s: %d trials in %.0f s", name, label, args.trials, searched)
+        logging.info("%s / %s: %d trials in %.0f s", name, label, trials, searched)
         best, probes = bisect_front(model, front(study), data, args, base, options.get("methods"))
         rows.append(
             {"model": name, "candidate": label, **(best or {}), "probes": probes, "search_s": searched}
@@ -204,7 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
     parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small", "resnet_small"])
-    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--trials", type=int, default=2000, help="trials per search (default: %(default)s)")
+    parser.add_argument(
+        "--model-proxy-trials",
+        type=int,
+        default=300,
+        help="trials of the model-proxy search, a forward pass each (default: %(default)s)",
+    )
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
@@ -228,8 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
     if args.quick:
-        args.models, args.trials, args.population, args.calibration, args.max_probes = (
+        (
+            args.models,
+            args.trials,
+            args.model_proxy_trials,
+            args.population,
+            args.calibration,
+            args.max_probes,
+        ) = (
             ["lenet5"],
+            24,
             24,
             8,
             32,
@@ -243,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"compression at <= 1 point of test-accuracy loss ({'quick' if args.quick else 'full'} mode), "
         f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
-        f"search: NSGA-II, {args.trials} trials, layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
+        f"search: NSGA-II, {args.trials} trials ({args.model_proxy_trials} with the model proxy), layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
         f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_defaults()}), at most "
         f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images\n"
     )

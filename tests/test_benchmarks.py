@@ -75,7 +75,7 @@ def test_compression_table_quick():
     assert out.startswith("compression at <= 1 point of test-accuracy loss (quick mode)"), out
     rows = {row[1]: row for row in table_rows(out, "model  ")}
     assert list(rows) == [
-        "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "hybrid, dense svd",
+        "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "hybrid, every method",
         "single: tucker2", "single: cp", "single: svd", "single: spatial_svd", "weight-error proxy",
         "VBMF (tucker2/svd)",
     ], out  # fmt: skip

@@ -141,3 +141,16 @@ def test_metric_choices_are_the_librarys():
         assert parser.parse_args(["search", "--metric", metric]).metric == metric
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--metric", "output_l2"])
+
+
+def test_method_choices_are_the_librarys():
+    import lrf_optuna as lo
+
+    parser = build_parser()
+    for kind in ("conv", "dense"):
+        option = f"--{kind}-methods"
+        args = parser.parse_args(["search", option, *lo.methods_for(kind)])
+        assert getattr(args, f"{kind}_methods") == lo.methods_for(kind)
+        assert set(lo.DEFAULT_METHODS[kind]) <= set(lo.methods_for(kind))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["search", "--dense-methods", "tucker2"])

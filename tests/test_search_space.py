@@ -65,18 +65,31 @@ def plan_attr(trial) -> dict[str, tuple[str, int]]:
 # --------------------------------------------------------------------------- space
 
 
-def test_space_parameters(model, objective):
+def check_space(model, space, methods) -> None:
     analysis = lo.analyze(model)
-    distributions = objective.space.distributions()
+    distributions = space.distributions()
     assert set(distributions) == {f"{n}.{p}" for n in LAYERS for p in ("method", "rank")}
     for name, spec in analysis.specs.items():
-        useful = {m: r for m, r in spec.useful_ranks.items() if r > 0}
+        allowed = spec.useful_ranks if methods is None else methods[spec.kind]
+        useful = {m: r for m, r in spec.useful_ranks.items() if r > 0 and m in allowed}
         method = distributions[f"{name}.method"]
         assert isinstance(method, optuna.distributions.CategoricalDistribution)
         assert method.choices == (*useful, "none")
         rank = distributions[f"{name}.rank"]
         assert isinstance(rank, optuna.distributions.IntDistribution)
         assert (rank.low, rank.high, rank.step) == (1, max(useful.values()), 1)
+
+
+def test_space_parameters(model, objective):
+    check_space(model, objective.space, lo.DEFAULT_METHODS)
+    dense = [c for c in objective.space.layers if lo.analyze(model).specs[c.name].kind == "dense"]
+    assert dense and all(c.methods == ("svd", "none") for c in dense)  # the measured default
+
+
+def test_every_method_is_searched_with_methods_none(model, data, cache_dir):
+    objective = lo.make_objective(model, data, methods=None, profile_settings=settings(), cache_dir=cache_dir)
+    check_space(model, objective.space, None)
+    assert {"tt", "tucker"} <= {m for c in objective.space.layers for m in c.methods}
 
 
 def test_rank_above_the_method_range_is_clamped(objective):

@@ -235,3 +235,16 @@ def test_invalid_arguments(model, data, profile, options, match):
     options = {"n_trials": 2, "storage": optuna.storages.InMemoryStorage(), **options}
     with pytest.raises(ValueError, match=match):
         quick_study(model, data, profile, **options)
+
+
+def test_study_of_other_methods_is_refused_with_the_recorded_ones(model, data, profile, tmp_path):
+    url = f"sqlite:///{tmp_path / 'methods.db'}"
+    quick_study(model, data, profile, url, 2)  # the default methods: SVD alone for dense layers
+    before = len(load(url, "quick").trials)
+    with pytest.raises(ValueError, match=r"d1.method was searched over \['svd', 'none'\].*methods=\{'conv'"):
+        quick_study(model, data, profile, url, 4, methods=None)  # every method: another space
+    assert len(load(url, "quick").trials) == before  # refused before any trial
+    assert load(url, "quick").user_attrs["lrf_optuna:methods"] == {
+        "conv": list(lo.DEFAULT_METHODS["conv"]),
+        "dense": ["svd"],
+    }

@@ -16,7 +16,7 @@ from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
 from lrf_optuna.report import pareto_frame, summary_table, write_report
 from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
-from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace
 from lrf_optuna.select import pareto_trials, select_trial, spread_trials
 from lrf_optuna.storage import open_storage
 from lrf_optuna.study import SamplerSettings
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AGGREGATORS",
+    "DEFAULT_METHODS",
     "LAYERWISE_METRICS",
     "METRICS",
     "METRIC_NAMES",

@@ -39,7 +39,7 @@ def _common(parser: argparse.ArgumentParser, *, study: bool = True, model: bool 
 
 def _search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--trials", type=int, default=300, help="total COMPLETE trials to reach (default: %(default)s)"
+        "--trials", type=int, default=1000, help="total COMPLETE trials to reach (default: %(default)s)"
     )
     parser.add_argument("--proxy", choices=["layerwise", "model"], default="layerwise")
     metrics = ["cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse", "weight_error"]
@@ -50,6 +50,20 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
         help="similarity metric (output_*, weight_error: layerwise only)",
     )
     parser.add_argument("--aggregator", choices=["mean", "product", "min", "weighted"], default=None)
+    parser.add_argument(
+        "--conv-methods",
+        nargs="+",
+        choices=["tucker2", "cp", "svd", "spatial_svd"],
+        default=None,
+        help="methods searched for conv layers (default: all four)",
+    )
+    parser.add_argument(
+        "--dense-methods",
+        nargs="+",
+        choices=["svd", "tt", "tucker"],
+        default=None,
+        help="methods searched for dense layers (default: svd, the measured best; tt, tucker also)",
+    )
     parser.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe"], default="nsga2")
     parser.add_argument(
         "--population", type=int, default=50, help="NSGA population size (default: %(default)s)"
@@ -106,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(worker)
     worker.add_argument(
-        "--trials", type=int, default=300, help="total COMPLETE trials of the study (default: %(default)s)"
+        "--trials", type=int, default=1000, help="total COMPLETE trials of the study (default: %(default)s)"
     )
     worker.add_argument(
         "--worker-id", type=int, default=None, help="offsets the sampler seed (default: the process id)"

@@ -18,6 +18,7 @@ from lrf_optuna.objective import Constraints
 from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.report import summary_table, write_report
 from lrf_optuna.search import profile_model, run_study
+from lrf_optuna.search_space import DEFAULT_METHODS
 from lrf_optuna.select import select_trial
 from lrf_optuna.storage import artifact_dir_for, default_storage_url, open_storage, storage_label
 from lrf_optuna.study import remaining_trials
@@ -47,6 +48,11 @@ def _calibration(args: argparse.Namespace):
 def _search(args: argparse.Namespace, model, x_train) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = {k: getattr(args, k) for k in ("metric", "aggregator") if getattr(args, k) is not None}
+    if args.conv_methods or args.dense_methods:
+        options["methods"] = {
+            "conv": args.conv_methods or DEFAULT_METHODS["conv"],
+            "dense": args.dense_methods or DEFAULT_METHODS["dense"],
+        }
     constraints = Constraints(args.max_params, args.max_macs, args.min_similarity)
     return run_study(
         model, calibration_subset(x_train, args.calibration, seed=args.seed),

@@ -81,7 +81,7 @@ class LayerwiseProxy:
             )
         self.layers = list(analysis.specs)
         self.weights = np.array([analysis.specs[n].cost.params for n in self.layers], dtype=float)
-        self.aggregate = AGGREGATORS[aggregator]
+        self.aggregator, self.aggregate = aggregator, AGGREGATORS[aggregator]
         self.curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         for (layer, method), rows in profile.groupby(["layer", "method"], sort=False):
             rows = rows.sort_values("rank")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Iterable, Mapping
 
 import keras
 import numpy as np
@@ -16,7 +17,8 @@ from lrf_optuna.objective import Constraints, Objective
 from lrf_optuna.profile import ProfileSettings, check_calibration, check_weights, run_profile
 from lrf_optuna.profile_cache import cached_profile, profile_key
 from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC, LayerwiseProxy, ModelProxy
-from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace, methods_record
+from lrf_optuna.seeds import hull_params
 from lrf_optuna.storage import default_storage_url
 from lrf_optuna.study import GracefulInterrupt, SamplerSettings, open_study, remaining_trials
 
@@ -55,13 +57,18 @@ def make_objective(
     metric: str = DEFAULT_METRIC,
     aggregator: str = DEFAULT_AGGREGATOR,
     constraints: Constraints | None = None,
-    methods: tuple[str, ...] | None = None,
+    methods: Iterable[str] | Mapping[str, Iterable[str]] | None = DEFAULT_METHODS,
     profile_settings: ProfileSettings | None = None,
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     show_progress: bool = True,
 ) -> Objective:
-    """The objective for ``study.optimize`` (also usable alone through ``.evaluate``)."""
+    """The objective for ``study.optimize`` (also usable alone through ``.evaluate``).
+
+    ``methods`` (default ``DEFAULT_METHODS``: every conv method, SVD for dense layers)
+    restricts the searched methods, as ``SearchSpace.from_analysis`` reads it; ``None``
+    searches every registered method.
+    """
     if proxy not in PROXIES:
         raise ValueError(f"Invalid `proxy`: expected one of {list(PROXIES)}, received {proxy!r}")
     analysis = analyze(model)
@@ -112,7 +119,7 @@ def run_study(
     *,
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str = "lrf_optuna",
-    n_trials: int = 300,
+    n_trials: int = 1000,
     seed: int = 0,
     sampler: str = "nsga2",
     population_size: int = 50,
@@ -137,7 +144,13 @@ def run_study(
         model, calibration_x, seed=seed, show_progress=show_progress, **objective_options
     )
     storage = default_storage_url(study_name) if storage is None else storage
-    study = open_study(storage, study_name, settings, objective.space)
+    study = open_study(
+        storage,
+        study_name,
+        settings,
+        objective.space,
+        seeds=hull_params(objective, count=max(1, population_size // 3)),
+    )
     if "lrf_optuna:base_params" not in study.user_attrs:
         key = _profile_key(model, calibration_x, objective_options)
         record_settings(study, objective, {**objective_options, "seed": seed}, settings, key)
@@ -178,14 +191,14 @@ def record_settings(
     """Store what a worker needs to rebuild the same objective and sampler (user attrs)."""
     defaults = {"proxy": "layerwise", "metric": DEFAULT_METRIC, "aggregator": DEFAULT_AGGREGATOR}
     profile_settings = dataclasses.asdict(options.get("profile_settings") or ProfileSettings())
-    methods = options.get("methods")
+    methods = options.get("methods", DEFAULT_METHODS)
     attrs = {
         **{key: options.get(key) or default for key, default in defaults.items()},
         "sampler": {k: getattr(sampler, k) for k in ("name", "population_size", "crossover")},
         "seed": options.get("seed", 0),
-        "methods": None if methods is None else list(methods),
+        "methods": methods_record(methods),
         "constraints": dataclasses.asdict(objective.constraints),
-        "profile_settings": {**profile_settings, "methods": _listed(profile_settings["methods"])},
+        "profile_settings": {**profile_settings, "methods": methods_record(profile_settings["methods"])},
         "profile_key": profile_key,
     }
     for key, value in attrs.items():
@@ -195,17 +208,17 @@ def record_settings(
     study.set_user_attr("lrf_optuna:base_params", objective.analysis.cost.params)
 
 
-def _listed(values) -> list | None:
-    return None if values is None else list(values)
-
-
 def plan_from_trial(
     model: keras.Model | SearchSpace,
     trial: optuna.trial.FrozenTrial,
     *,
     methods: tuple[str, ...] | None = None,
 ) -> dict[str, tuple[str, int]]:
-    """The plan a trial scored, replayed through ``optuna.trial.FixedTrial``."""
+    """The plan a trial scored, replayed through ``optuna.trial.FixedTrial``.
+
+    ``methods`` as the study searched them; the default (every method) also replays
+    the trials of a restricted study, unless the restriction left a layer out.
+    """
     space = (
         model
         if isinstance(model, SearchSpace)

@@ -12,13 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 import optuna
 
 from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.plan import NONE
 
-__all__ = ["LayerChoices", "SearchSpace"]
+__all__ = ["DEFAULT_METHODS", "LayerChoices", "SearchSpace", "methods_record"]
+
+# Dense layers default to SVD alone: on all three reference models, fronts that could also
+# pick tensor-train or tensorized Tucker for dense layers kept less accuracy at the same
+# params removed (README, "Measured results"). ``methods=None`` searches every method.
+DEFAULT_METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"conv": ("tucker2", "cp", "svd", "spatial_svd"), "dense": ("svd",)}
+)
+
+
+def methods_record(methods: Iterable[str] | Mapping[str, Iterable[str]] | None) -> list | dict | None:
+    """``methods`` as JSON (a study user attr) that ``SearchSpace.from_analysis`` reads back."""
+    if methods is None:
+        return None
+    if isinstance(methods, Mapping):
+        return {kind: list(names) for kind, names in methods.items()}
+    return list(methods)
 
 
 def _allowed(methods, kind: str) -> set[str] | None:

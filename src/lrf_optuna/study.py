@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import warnings
+from collections.abc import Sequence
 
 import optuna
 
@@ -78,8 +79,13 @@ def make_sampler(settings: SamplerSettings, *, offset: int = 0) -> optuna.sample
     return cls(population_size=settings.population_size, crossover=_crossover(settings.crossover), seed=seed)
 
 
-def open_study(storage, study_name: str, settings: SamplerSettings, space: SearchSpace) -> optuna.Study:
-    """Create the study (once) or load it; the sampler is rebuilt each time (Optuna doesn't store it)."""
+def open_study(
+    storage, study_name: str, settings: SamplerSettings, space: SearchSpace, *, seeds: Sequence[dict] = ()
+) -> optuna.Study:
+    """Create the study (once) or load it; the sampler is rebuilt each time (Optuna doesn't store it).
+
+    A new study gets the anchors, then ``seeds`` (trial params), as its first trials.
+    """
     storage = open_storage(storage)
     study = optuna.create_study(
         storage=storage, study_name=study_name, directions=DIRECTIONS, load_if_exists=True
@@ -92,7 +98,7 @@ def open_study(storage, study_name: str, settings: SamplerSettings, space: Searc
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(METRIC_NAMES)
     if not study.user_attrs.get(ANCHORS_ATTR):
-        for params in anchor_params(space):
+        for params in [*anchor_params(space), *seeds]:
             study.enqueue_trial(params, skip_if_exists=True)
         study.set_user_attr(ANCHORS_ATTR, True)
     return study
@@ -136,6 +142,22 @@ def check_space(study: optuna.Study, space: SearchSpace) -> None:
                 f"Invalid study '{study.study_name}': it was searched over other layers or ranks "
                 "(another model or other settings). Use a new study name, or the original model."
             )
+        changed = sorted(name for name, dist in expected.items() if trial.distributions[name] != dist)
+        if changed:
+            recorded = study.user_attrs.get("lrf_optuna:methods")
+            raise ValueError(
+                f"Invalid study '{study.study_name}': expected trials searched over these choices, "
+                f"received a study whose {changed[0]} was searched over "
+                f"{_choices(trial.distributions[changed[0]])}, not {_choices(expected[changed[0]])}. "
+                f"Search it with the methods it recorded (methods={recorded!r}; None: every "
+                "method), or use a new study name."
+            )
+
+
+def _choices(distribution: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return str(list(distribution.choices))
+    return f"{distribution.low}..{distribution.high}"
 
 
 def anchor_params(space: SearchSpace) -> list[dict[str, object]]:

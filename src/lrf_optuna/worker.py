@@ -132,7 +132,7 @@ def _recorded(study: optuna.Study) -> dict:
         "metric": attrs.get(f"{ATTR}metric") or DEFAULT_METRIC,
         "aggregator": attrs.get(f"{ATTR}aggregator") or DEFAULT_AGGREGATOR,
         "constraints": attrs.get(f"{ATTR}constraints") or {},
-        "methods": None if methods is None else tuple(methods),
+        "methods": methods if methods is None or isinstance(methods, dict) else tuple(methods),
         "profile_settings": ProfileSettings(**profile),
         "profile_key": attrs.get(f"{ATTR}profile_key"),
         "sampler": sampler,

@@ -62,7 +62,9 @@ def compress_trial(
     """
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
-    plan = SearchSpace.from_analysis(analysis).plan_of(trial)
+    # Replay in the space the study searched (None, in studies from before 0.2: every method).
+    methods = study.user_attrs.get("lrf_optuna:methods")
+    plan = SearchSpace.from_analysis(analysis, methods=methods).plan_of(trial)
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
     compressed = materialize(model, plan, seed=seed, analysis=analysis)
     optimizer = {"learning_rate": learning_rate, "schedule": schedule}
