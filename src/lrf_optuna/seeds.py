@@ -77,7 +77,7 @@ def hull_params(objective: Objective, *, count: int = 32) -> list[dict[str, obje
     for share in COST_SHARES:
         for price in _prices(layers, share, count):
             plan = tuple(_best(layer, share, price) for layer in layers)
-            if plan not in seen:
+            if plan not in seen and any(method != NONE for method, _ in plan):  # all-"none" is an anchor
                 seen.add(plan)
                 found.append(_params(objective, plan))
     return found
