@@ -123,3 +123,15 @@ def test_hed_vgg16_quick():
     for row in rows:
         params_removed, edge_cosine = float(row[2]), float(row[4])
         assert 0 < params_removed < 100 and -1 <= edge_cosine <= 1, row
+
+
+def test_search_budget_quick():
+    out = run_quick("search_budget.py")
+    assert out.startswith("search front vs trial budget (quick mode)"), out
+    rows = table_rows(out, "model  ")
+    assert [row[:3] for row in rows] == [
+        ["lenet5", "yes", "24"], ["lenet5", "no", "24"], ["lenet5", "yes", "48"], ["lenet5", "no", "48"],
+    ], out  # fmt: skip
+    for row in rows:
+        assert float(row[3]) > 0 and int(row[4]) >= 1, row
+        assert all(cell == "-" or 0 < float(cell) <= 1 for cell in row[5:]), row

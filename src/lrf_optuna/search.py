@@ -126,6 +126,7 @@ def run_study(
     crossover: str = "uniform",
     timeout: float | None = None,
     show_progress: bool = True,
+    hull_seeds: bool = True,
     **objective_options,
 ) -> optuna.Study:
     """Run (or resume) the search until ``n_trials`` trials are COMPLETE; return the study.
@@ -135,6 +136,8 @@ def run_study(
     ``make_objective`` (proxy, metric, aggregator, constraints, methods, profile, ...).
     ``n_trials=0`` only creates the study, records its settings and fills the profile
     cache: ``lrf_optuna.worker.run_worker`` processes then share the search.
+    ``hull_seeds``: a new study first runs up to ``population_size`` plans of the layerwise
+    proxy's convex hull (``lrf_optuna.seeds``), after the anchors.
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
         raise ValueError(f"Invalid `n_trials`: expected an integer >= 0, received {n_trials!r}")
@@ -149,7 +152,7 @@ def run_study(
         study_name,
         settings,
         objective.space,
-        seeds=hull_params(objective, count=max(1, population_size // 3)),
+        seeds=hull_params(objective, count=max(1, population_size // 3)) if hull_seeds else (),
     )
     if "lrf_optuna:base_params" not in study.user_attrs:
         key = _profile_key(model, calibration_x, objective_options)

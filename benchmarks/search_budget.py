@@ -1,0 +1,107 @@
+"""How good is the search's front for its trial budget, with and without hull seeds?
+
+For each reference model (studies/models/*.keras) and trial budget, the default hybrid
+search (layerwise proxy, in memory) runs with and without the hull seeds
+(``run_study(hull_seeds=...)``); the table gives the best similarity on its 2-D front
+(params vs similarity) among plans removing at least each fraction of the params, and the
+search's wall time. No fine-tuning: this measures the search, not the proxy.
+
+    python benchmarks/search_budget.py              # full: README numbers
+    python benchmarks/search_budget.py --quick      # smoke test (tiny budgets)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import optuna
+from compression_table import MODELS, front
+
+import lrf_optuna as lo
+from lrf_optuna.model_io import load_model_file
+from lrf_optuna.workflow import calibration_subset
+
+
+def best_above(model, trials, thresholds) -> list[float | None]:
+    """Best similarity among front plans removing at least each fraction of the params."""
+    original = lo.analyze(model).cost.params
+    removed = [(1 - t.values[0] / original, t.values[2]) for t in trials]
+    return [max((s for r, s in removed if r >= low), default=None) for low in thresholds]
+
+
+def run_model(name: str, calibration, args) -> list[dict]:
+    model = load_model_file(MODELS / f"{name}.keras")
+    rows = []
+    for budget in args.budgets:
+        for seeded in (True, False):
+            start = time.perf_counter()
+            study = lo.run_study(
+                model, calibration, storage=optuna.storages.InMemoryStorage(), n_trials=budget,
+                seed=args.seed, population_size=args.population, hull_seeds=seeded,
+                show_progress=False, cache_dir=args.cache,
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+            trials = front(study)
+            rows.append({"model": name, "seeds": "yes" if seeded else "no", "trials": budget,
+                         "seconds": seconds, "front": len(trials),
+                         "best": best_above(model, trials, args.thresholds)})  # fmt: skip
+            logging.info("%s: %d trials, seeds %s: %.1f s", name, budget, seeded, seconds)
+    return rows
+
+
+def table(rows: list[dict], thresholds: list[float]) -> str:
+    header = f"{'model':<13} {'seeds':>5} {'trials':>6} {'search s':>8} {'front':>5} " + " ".join(
+        f"{f'>={100 * t:.0f}%':>7}" for t in thresholds
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        best = " ".join(f"{'-':>7}" if b is None else f"{b:>7.4f}" for b in r["best"])
+        lines.append(
+            f"{r['model']:<13} {r['seeds']:>5} {r['trials']:>6} {r['seconds']:>8.1f} {r['front']:>5} {best}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
+    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small", "resnet_small"])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[300, 1000, 2000, 5000])
+    parser.add_argument("--thresholds", nargs="+", type=float, default=[0.5, 0.6, 0.7, 0.8, 0.9])
+    parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--calibration", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default="studies/cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.quick:
+        args.models, args.budgets, args.population, args.calibration = ["lenet5"], [24, 48], 8, 32
+    (x_train, _), _ = lo.data.fashion_mnist()
+    calibration = calibration_subset(x_train, args.calibration, seed=args.seed)
+    start = time.perf_counter()
+    rows = [row for name in args.models for row in run_model(name, calibration, args)]
+    print(
+        f"search front vs trial budget ({'quick' if args.quick else 'full'} mode), "
+        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
+        f"default hybrid search (layerwise cosine/mean, dense layers SVD), NSGA-II population "
+        f"{args.population}, seed {args.seed}, calibration {args.calibration} training images, "
+        "in-memory storage; columns >=x%: best similarity on the 2-D front among plans removing "
+        "at least x% of the params\n"
+    )
+    print(table(rows, args.thresholds))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
