@@ -149,8 +149,8 @@ def check_space(study: optuna.Study, space: SearchSpace) -> None:
                 f"Invalid study '{study.study_name}': expected trials searched over these choices, "
                 f"received a study whose {changed[0]} was searched over "
                 f"{_choices(trial.distributions[changed[0]])}, not {_choices(expected[changed[0]])}. "
-                f"Search it with the methods it recorded (methods={recorded!r}; None: every "
-                "method), or use a new study name."
+                f"Search it with the methods it recorded (`methods={recorded!r}`, None meaning "
+                "every method; CLI: --conv-methods/--dense-methods), or use a new study name."
             )
 
 
