@@ -83,6 +83,9 @@ def create(inputs, storage: str, study_name: str) -> None:
         cache_dir=cache,
         show_progress=False,
         profile_settings=settings(),
+        # Few hull seeds (population // 3 per cost): anchors and seeds stay well inside BUDGET,
+        # so a killed worker's trial, enqueued again behind them, runs within the budget.
+        population_size=6,
     )
 
 
