@@ -55,6 +55,9 @@ def candidates(
     for method in CONV_METHODS:
         found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}, **similarity}
     found["weight-error proxy"] = {"metric": "weight_error", **layerwise}
+    unknown = sorted(set(only or ()) - set(found) - {VBMF})
+    if unknown:
+        raise ValueError(f"Invalid `--candidates`: expected labels from {[*found, VBMF]}, received {unknown}")
     return {label: options for label, options in found.items() if not only or label in only}
 
 

@@ -135,3 +135,17 @@ def test_search_budget_quick():
     for row in rows:
         assert float(row[3]) > 0 and int(row[4]) >= 1, row
         assert all(cell == "-" or 0 < float(cell) <= 1 for cell in row[5:]), row
+
+
+def test_compression_table_refuses_unknown_candidates():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "compression_table.py"),
+        "--quick",
+        "--candidates",
+        "hybrid, dense svd",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0  # a renamed label used to be dropped silently
+    assert "Invalid `--candidates`" in result.stderr and "'hybrid, every method'" in result.stderr
