@@ -29,15 +29,15 @@ from lrf_optuna.model_io import load_model_file
 from lrf_optuna.workflow import calibration_subset
 
 
-def best_above(model, trials, thresholds) -> list[float | None]:
-    """Best similarity among front plans removing at least each fraction of the params."""
-    original = lo.analyze(model).cost.params
+def best_above(original: int, trials, thresholds) -> list[float | None]:
+    """Best similarity among front plans removing at least each fraction of ``original`` params."""
     removed = [(1 - t.values[0] / original, t.values[2]) for t in trials]
     return [max((s for r, s in removed if r >= low), default=None) for low in thresholds]
 
 
 def run_model(name: str, calibration, args) -> list[dict]:
     model = load_model_file(MODELS / f"{name}.keras")
+    original = lo.analyze(model).cost.params  # traced once, not per study
     rows = []
     for budget in args.budgets:
         for seeded in (True, False):
@@ -51,7 +51,7 @@ def run_model(name: str, calibration, args) -> list[dict]:
             trials = front(study)
             rows.append({"model": name, "seeds": "yes" if seeded else "no", "trials": budget,
                          "seconds": seconds, "front": len(trials),
-                         "best": best_above(model, trials, args.thresholds)})  # fmt: skip
+                         "best": best_above(original, trials, args.thresholds)})  # fmt: skip
             logging.info("%s: %d trials, seeds %s: %.1f s", name, budget, seeded, seconds)
     return rows
 
