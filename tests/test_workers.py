@@ -106,7 +106,9 @@ def check_exact(storage: str, study_name: str, budget: int = BUDGET) -> list[opt
     complete = [t for t in trials if t.state == State.COMPLETE]
     assert len(complete) == budget
     assert not [t.number for t in trials if t.state == State.RUNNING]
-    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == budget
+    # No queued (anchor, seed, retried) trial was run twice; NSGA-II may sample a seed's params again.
+    queued = [json.dumps(t.params, sort_keys=True) for t in complete if "fixed_params" in t.system_attrs]
+    assert len(set(queued)) == len(queued)
     assert all(t.user_attrs.get(OWNER_ATTR) for t in complete)
     surplus = [t for t in trials if t.state == State.PRUNED]
     assert all(t.user_attrs.get(SURPLUS_ATTR) for t in surplus)
