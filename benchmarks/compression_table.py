@@ -8,7 +8,7 @@ accuracy after ONE fine-tuning run stays within 1 point of the original is found
 bisection on the fraction of params removed along the front (each probe = one
 fine-tuning run: the same epochs on the same ``--train-size`` training images for every
 candidate, the library's default fine-tuning (Adam, learning rate decayed to 0 by a
-cosine), accuracy on the 10,000 test images).
+cosine, distilled from the original model), accuracy on the 10,000 test images).
 
     python benchmarks/compression_table.py              # full: README numbers
     python benchmarks/compression_table.py --quick      # smoke test (tiny budgets)
@@ -78,7 +78,10 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def probe(model, plan, data, args, base_accuracy) -> dict:
     analysis = lo.analyze(model)  # one trace: surgery and both costs (plan_cost == model_cost, tested)
     compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
-    result = lo.finetune(compressed, data[0], validation_data=data[1], epochs=args.epochs, seed=args.seed)
+    result = lo.finetune(
+        compressed, data[0], validation_data=data[1], epochs=args.epochs, learning_rate=args.learning_rate,
+        original=model if args.distill else None, distill=args.distill, seed=args.seed,
+    )  # fmt: skip
     cost, original = analysis.plan_cost(plan), analysis.cost
     return {
         "params_removed": 1 - cost.params / original.params, "macs_removed": 1 - cost.macs / original.macs,
@@ -198,9 +201,12 @@ def goals(rows: list[dict]) -> list[str]:
     return lines
 
 
-def finetune_defaults() -> str:
+def finetune_settings(args) -> str:
     defaults = {k: v.default for k, v in inspect.signature(lo.finetune).parameters.items()}
-    return f"Adam, {defaults['schedule']} schedule from learning rate {defaults['learning_rate']:g}"
+    distill = f", distilled from the original (T={defaults['temperature']:g}, alpha={defaults['alpha']:g})"
+    return f"Adam, {defaults['schedule']} schedule from learning rate {args.learning_rate:g}" + (
+        distill if args.distill else ""
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +227,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument(
         "--train-size", type=int, default=10000, help="fine-tuning images (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=inspect.signature(lo.finetune).parameters["learning_rate"].default,
+        help="fine-tuning's initial learning rate (default: the library's, %(default)s)",
+    )
+    parser.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="distill every fine-tuning run from the original model (default: yes, as lo.finetune)",
     )
     parser.add_argument("--max-probes", type=int, default=4, help="fine-tuning runs per candidate")
     parser.add_argument(
@@ -263,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         f"compression at <= 1 point of test-accuracy loss ({'quick' if args.quick else 'full'} mode), "
         f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
         f"search: NSGA-II, {args.trials} trials ({args.model_proxy_trials} with the model proxy), layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
-        f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_defaults()}), at most "
+        f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_settings(args)}), at most "
         f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images\n"
     )
     print(table(rows))

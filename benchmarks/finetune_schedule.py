@@ -28,8 +28,11 @@ import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
 from lrf_optuna.workflow import calibration_subset
 
-SCHEDULES = {"constant 1e-4": ("constant", 1e-4), "cosine from 3e-4": ("cosine", 3e-4),
-             "cosine from 1e-3": ("cosine", 1e-3)}  # fmt: skip
+# label: (schedule, learning rate, distill from the original model)
+SCHEDULES = {"constant 1e-4": ("constant", 1e-4, False), "cosine from 3e-4": ("cosine", 3e-4, False),
+             "cosine from 1e-3": ("cosine", 1e-3, False), "3e-4 + distill": ("cosine", 3e-4, True),
+             "1e-3 + distill": ("cosine", 1e-3, True)}  # fmt: skip
+DEFAULT_SCHEDULES = ["constant 1e-4", "cosine from 3e-4", "cosine from 1e-3"]
 
 
 def pick_plans(model, study, targets: list[float]) -> list[dict]:
@@ -57,10 +60,11 @@ def run(name: str, args) -> list[dict]:
     for plan in pick_plans(model, study, args.targets):
         row = {"model": name, "params_removed": 1 - analysis.plan_cost(plan).params / analysis.cost.params}
         for label in args.schedules:
-            schedule, rate = SCHEDULES[label]
+            schedule, rate, distill = SCHEDULES[label]
             compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
-            result = lo.finetune(compressed, train, validation_data=test, epochs=args.epochs,
-                                 schedule=schedule, learning_rate=rate, seed=args.seed)  # fmt: skip
+            result = lo.finetune(compressed, train, validation_data=test, epochs=args.epochs, schedule=schedule,
+                                 learning_rate=rate, original=model if distill else None, distill=distill,
+                                 seed=args.seed)  # fmt: skip
             row["before"], row[label] = result.accuracy_compressed, result.accuracy_finetuned
             logging.info("%s params -%.1f%% %s: %.4f", name, 100 * row["params_removed"], label, row[label])
         rows.append(row)
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
     parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small"])
     parser.add_argument("--targets", type=float, nargs="+", default=[0, 0.3, 0.6, 0.9])
-    parser.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=list(SCHEDULES))
+    parser.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=DEFAULT_SCHEDULES)
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--population", type=int, default=50)
     parser.add_argument("--calibration", type=int, default=256)

@@ -69,6 +69,17 @@ def test_finetune_reports_accuracies_and_leaves_the_original_alone(data, distill
         np.testing.assert_array_equal(old, new)
 
 
+def test_finetune_distills_by_default_when_given_the_original(data):
+    original = tiny(0)
+    losses = {}
+    for distill in (None, True, False):
+        compressed = lo.materialize(original, {"fc": ("svd", 2)})
+        result = lo.finetune(compressed, data, validation_data=data, original=original, distill=distill)
+        losses[distill] = result.history["loss"]
+    assert losses[None] == losses[True]
+    assert losses[None] != losses[False]  # the distillation loss is another number
+
+
 def test_finetune_rejects_bad_options(data):
     model = tiny(0)
     with pytest.raises(ValueError, match=r"Invalid `epochs`: expected >= 1, received 0"):

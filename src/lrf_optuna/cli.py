@@ -85,7 +85,12 @@ def _finetune_options(parser: argparse.ArgumentParser) -> None:
     )
     pick.add_argument("--pick-max-params", type=int, default=None, help="most similar with params <= n")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default: %(default)s)")
-    parser.add_argument("--distill", action="store_true", help="distill from the original model's outputs")
+    parser.add_argument(
+        "--distill",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="distill from the original model's outputs (default: yes, lo.finetune's default)",
+    )
     parser.add_argument(
         "--learning-rate",
         type=float,

@@ -93,7 +93,7 @@ def finetune(
     learning_rate: float = 3e-4,
     schedule: str = "cosine",
     original: keras.Model | None = None,
-    distill: bool = False,
+    distill: bool | None = None,
     temperature: float = 4.0,
     alpha: float = 0.5,
     seed: int = 0,
@@ -106,11 +106,17 @@ def finetune(
     it recovers more than a constant 1e-4 from every compressed plan tried, while a cosine
     from 1e-3, best on the most compressed plans, costs the *uncompressed* VGG-small 1.5
     points after one epoch on 10,000 images.
-    With ``distill=True`` (needs ``original``), the loss mixes the labels with the
-    original model's softened outputs (Hinton et al. 2015).
+    With distillation, the loss mixes the labels with the original model's softened outputs
+    (Hinton et al. 2015). ``distill=None`` (default) distills whenever ``original`` is given:
+    on 15 of 16 (plan, learning rate) pairs from 0 to 90 % of params removed it ends higher
+    than the labels alone, by up to 9 points, and 0.3 points lower on the 16th
+    (benchmarks/results/finetune_distill.txt).
+    ``distill=True`` needs ``original``; ``distill=False`` only reports its accuracy.
     """
     if epochs < 1:
         raise ValueError(f"Invalid `epochs`: expected >= 1, received {epochs}")
+    if distill is None:
+        distill = original is not None
     if distill and original is None:
         raise ValueError(
             "Invalid `distill=True`: expected the `original` model to distill from, received None"

@@ -50,7 +50,7 @@ def compress_trial(
     output: Path,
     artifact_dir: Path,
     epochs: int = 1,
-    distill: bool = False,
+    distill: bool | None = None,
     learning_rate: float | None = None,
     schedule: str | None = None,
     seed: int = 0,
@@ -58,7 +58,8 @@ def compress_trial(
 ) -> Compressed:
     """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study.
 
-    ``learning_rate`` and ``schedule`` left at None take ``finetune``'s defaults.
+    ``distill``, ``learning_rate`` and ``schedule`` left at None take ``finetune``'s defaults
+    (distilled from ``model``).
     """
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
