@@ -17,11 +17,9 @@ cosine, distilled from the original model), accuracy on the 10,000 test images).
 from __future__ import annotations
 
 import argparse
-import datetime
 import inspect
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import optuna
+from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
@@ -157,25 +156,21 @@ def run_model(name: str, data, args) -> list[dict]:
     return rows
 
 
+COLUMNS = (("model", "<13"), ("candidate", "<26"), ("params -%", ">9.1f"), ("MACs -%", ">8.1f"),
+           ("acc pre-FT", ">10.4f"), ("acc FT", ">7.4f"), ("<= 1 pt", ">7"), ("FT s", ">6.1f"),
+           ("probes", ">6"), ("search s", ">8.1f"))  # fmt: skip
+
+
 def table(rows: list[dict]) -> str:
-    header = (
-        f"{'model':<13} {'candidate':<26} {'params -%':>9} {'MACs -%':>8} {'acc pre-FT':>10} {'acc FT':>7} "
-        f"{'<= 1 pt':>7} {'FT s':>6} {'probes':>6} {'search s':>8}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        start = f"{r['model']:<13} {r['candidate']:<26} "
-        end = f"{r['probes']:>6} {r['search_s']:>8.1f}"
+    """One line per candidate; "none" in "<= 1 pt" when no probed plan stayed within 1 point."""
+
+    def cells(r: dict) -> list:
         if "acc_after_ft" not in r:
-            lines.append(start + f"{'no probed plan within 1 point':>52} " + end)
-            continue
-        lines.append(
-            start
-            + f"{100 * r['params_removed']:>9.1f} {100 * r['macs_removed']:>8.1f} {r['acc_before_ft']:>10.4f} "
-            f"{r['acc_after_ft']:>7.4f} {'yes' if r.get('ok', True) else 'NO':>7} {r['ft_seconds']:>6.1f} "
-            + end
-        )
-    return "\n".join(lines)
+            return [r["model"], r["candidate"], "-", "-", "-", "-", "none", "-", r["probes"], r["search_s"]]
+        return [r["model"], r["candidate"], 100 * r["params_removed"], 100 * r["macs_removed"], r["acc_before_ft"],
+                r["acc_after_ft"], "yes" if r.get("ok", True) else "NO", r["ft_seconds"], r["probes"], r["search_s"]]  # fmt: skip
+
+    return fixed_width(COLUMNS, map(cells, rows))
 
 
 GOALS = {"lenet5": 0.90, "vgg_small": 0.90, "resnet_small": 0.60}  # params removed, issue #5
@@ -278,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = [row for name in args.models for row in run_model(name, data, args)]
     print(
-        f"compression at <= 1 point of test-accuracy loss ({'quick' if args.quick else 'full'} mode), "
-        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
+        run_line("compression at <= 1 point of test-accuracy loss", quick=args.quick) + "\n"
         f"search: NSGA-II, {args.trials} trials ({args.model_proxy_trials} with the model proxy), layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
         f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_settings(args)}), at most "
         f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images\n"

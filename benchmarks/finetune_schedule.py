@@ -12,10 +12,8 @@ Fashion-MNIST test images. The library's default (``lo.finetune``) follows this 
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import optuna
 from compression_table import MODELS, front, params_removed
+from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
@@ -72,14 +71,14 @@ def run(name: str, args) -> list[dict]:
 
 
 def table(rows: list[dict], labels: list[str]) -> str:
-    header = f"{'model':<13} {'params -%':>9} {'acc pre-FT':>10} " + " ".join(
-        f"{label:>16}" for label in labels
-    )
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        cells = " ".join(f"{row[label]:>16.4f}" for label in labels)
-        lines.append(f"{row['model']:<13} {100 * row['params_removed']:>9.1f} {row['before']:>10.4f} {cells}")
-    return "\n".join(lines)
+    columns = [
+        ("model", "<13"),
+        ("params -%", ">9.1f"),
+        ("acc pre-FT", ">10.4f"),
+        *((label, ">16.4f") for label in labels),
+    ]
+    return fixed_width(columns, ([r["model"], 100 * r["params_removed"], r["before"], *(r[label] for label in labels)]
+                                 for r in rows))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = [row for name in args.models for row in run(name, args)]
     print(
-        f"fine-tuning schedules ({'quick' if args.quick else 'full'} mode), {datetime.date.today()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPU(s)\n"
+        run_line("fine-tuning schedules", quick=args.quick) + "\n"
         f"models {', '.join(args.models)}; hybrid search: NSGA-II, {args.trials} trials, calibration {args.calibration} "
         f"images; plans nearest {[t for t in args.targets if t > 0]} of params removed on the 2-D front; one run of Adam, "
         f"{args.epochs} epoch(s) on {args.train_size} training images, batch 128; accuracy on "

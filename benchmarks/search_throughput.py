@@ -33,6 +33,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import optuna
+from tables import auto_width
 
 import lrf_optuna as lo
 from lrf_optuna.study import SamplerSettings, open_study
@@ -151,11 +152,7 @@ def evaluate_times(objective: lo.Objective, plans: list[dict]) -> list[float]:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    cells = [headers, *[[_cell(v) for v in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return auto_width(headers, ([_cell(v) for v in row] for row in rows))
 
 
 def _cell(value) -> str:

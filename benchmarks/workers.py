@@ -38,6 +38,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import optuna
+from tables import fixed_width
 
 L = keras.layers
 POSTGRES_ENV = "LRF_OPTUNA_TEST_POSTGRES_URL"
@@ -147,20 +148,20 @@ def run_config(storage: str, objective: str, workers: int, mode: Mode, directory
     return {"trials": len(complete), "pruned": len(pruned), "seconds": seconds}
 
 
+COLUMNS = (("storage", "<11"), ("objective", "<10"), ("workers", ">7"), ("trials", ">6"), ("surplus", ">7"),
+           ("seconds", ">8.2f"), ("trials/s", ">9.2f"), ("speedup", ">8"))  # fmt: skip
+
+
 def table(rows: list[dict]) -> str:
-    header = f"{'storage':<11} {'objective':<10} {'workers':>7} {'trials':>6} {'surplus':>7} "
-    header += f"{'seconds':>8} {'trials/s':>9} {'speedup':>8}"
-    lines = [header, "-" * len(header)]
-    base = {}
+    """Speedup: trials/s over the same storage and objective's first (fewest workers) row."""
+    cells, base = [], {}
     for row in rows:
         rate = row["trials"] / max(row["seconds"], 1e-9)
         key = (row["storage"], row["objective"])
         base.setdefault(key, rate)
-        lines.append(
-            f"{row['storage']:<11} {row['objective']:<10} {row['workers']:>7} {row['trials']:>6} "
-            f"{row['pruned']:>7} {row['seconds']:>8.2f} {rate:>9.2f} {rate / base[key]:>7.2f}x"
-        )
-    return "\n".join(lines)
+        cells.append([row["storage"], row["objective"], row["workers"], row["trials"], row["pruned"],
+                      row["seconds"], rate, f"{rate / base[key]:.2f}x"])  # fmt: skip
+    return fixed_width(COLUMNS, cells)
 
 
 def main(argv: list[str] | None = None) -> int:
