@@ -3,7 +3,8 @@
 For each reference model (studies/models/*.keras, Fashion-MNIST) and each candidate
 (hybrid search with the layerwise and the model proxy, the hybrid with tensor-train and
 tensorized Tucker allowed for dense layers too, single conv method searches, weight-error
-proxy search, VBMF ranks), the most compressed Pareto plan whose
+proxy search, VBMF ranks, MUSCO's weakened VBMF ranks with the weakening found by
+bisection), the most compressed Pareto plan whose
 accuracy after ONE fine-tuning run stays within 1 point of the original is found by
 bisection on the fraction of params removed along the front (each probe = one
 fine-tuning run: the same epochs on the same ``--train-size`` training images for every
@@ -37,6 +38,8 @@ from lrf_optuna.workflow import calibration_subset
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 CONV_METHODS = ("tucker2", "cp", "svd", "spatial_svd")
 VBMF = "VBMF (tucker2/svd)"
+WEAKENED = "VBMF, weakened"
+BASELINES = (VBMF, WEAKENED)  # plan builders, no search
 
 
 def candidates(
@@ -54,9 +57,11 @@ def candidates(
     for method in CONV_METHODS:
         found[f"single: {method}"] = {"methods": {"conv": [method], "dense": ["svd"]}, **similarity}
     found["weight-error proxy"] = {"metric": "weight_error", **layerwise}
-    unknown = sorted(set(only or ()) - set(found) - {VBMF})
+    unknown = sorted(set(only or ()) - set(found) - set(BASELINES))
     if unknown:
-        raise ValueError(f"Invalid `--candidates`: expected labels from {[*found, VBMF]}, received {unknown}")
+        raise ValueError(
+            f"Invalid `--candidates`: expected labels from {[*found, *BASELINES]}, received {unknown}"
+        )
     return {label: options for label, options in found.items() if not only or label in only}
 
 
@@ -123,6 +128,21 @@ def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dic
     return best, probes
 
 
+def bisect_weakening(model, analysis, data, args, base_accuracy) -> tuple[dict | None, int]:
+    """Strongest MUSCO weakening (0: full ranks .. 1: EVBMF ranks) within 1 point, by bisection."""
+    low, high, best = 0.0, 1.0, None
+    for _ in range(args.max_probes):
+        weakening = (low + high) / 2
+        row = probe(model, lo.vbmf_plan(analysis, weakening=weakening), data, args, base_accuracy)
+        logging.info("  weakening %.4f: params -%.1f%%, accuracy %.4f", weakening, 100 * row["params_removed"],
+                     row["acc_after_ft"])  # fmt: skip
+        if row["ok"]:
+            best, low = row, weakening
+        else:
+            high = weakening
+    return best, args.max_probes
+
+
 def run_model(name: str, data, args) -> list[dict]:
     model = load_model_file(MODELS / f"{name}.keras")
     base = lo.evaluate_accuracy(model, *data[1])
@@ -142,17 +162,13 @@ def run_model(name: str, data, args) -> list[dict]:
         rows.append(
             {"model": name, "candidate": label, **(best or {}), "probes": probes, "search_s": searched}
         )
+    analysis = lo.analyze(model)
     if not args.candidates or VBMF in args.candidates:
-        plan = lo.vbmf_plan(lo.analyze(model))
-        rows.append(
-            {
-                "model": name,
-                "candidate": VBMF,
-                **probe(model, plan, data, args, base),
-                "probes": 1,
-                "search_s": 0.0,
-            }
-        )
+        row = probe(model, lo.vbmf_plan(analysis), data, args, base)
+        rows.append({"model": name, "candidate": VBMF, **row, "probes": 1, "search_s": 0.0})
+    if not args.candidates or WEAKENED in args.candidates:
+        best, probes = bisect_weakening(model, analysis, data, args, base)
+        rows.append({"model": name, "candidate": WEAKENED, **(best or {}), "probes": probes, "search_s": 0.0})
     return rows
 
 

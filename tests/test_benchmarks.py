@@ -77,12 +77,15 @@ def test_compression_table_quick():
     assert list(rows) == [
         "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "hybrid, every method",
         "single: tucker2", "single: cp", "single: svd", "single: spatial_svd", "weight-error proxy",
-        "VBMF (tucker2/svd)",
+        "VBMF (tucker2/svd)", "VBMF, weakened",
     ], out  # fmt: skip
     assert rows["uncompressed"][2:4] == ["0.0", "0.0"] and float(rows["uncompressed"][4]) > 0.8
     for row in rows.values():
-        if "no probed plan" not in row[2]:
+        if row[2] == "-":  # no probed plan within 1 point
+            assert row[3:6] == ["-", "-", "-"] and row[6] == "none" and int(row[8]) >= 1, row
+        else:
             assert 0 <= float(row[2]) < 100 and 0 <= float(row[4]) <= 1 and row[6] in ("yes", "NO"), row
+    assert int(rows["VBMF, weakened"][8]) == 2, out  # the quick mode's probes
     assert "lenet5: hybrid removes" in out and "goal >= 90%" in out
 
 

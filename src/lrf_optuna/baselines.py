@@ -3,7 +3,8 @@
 Empirical variational Bayes matrix factorization (EVBMF, Nakajima et al. 2013) gives
 the rank of the "signal" part of each unfolding analytically, with the noise
 variance chosen by a 1-D bounded search. Tucker-2 on every conv (SVD on 1x1 convs)
-and SVD on every Dense layer, at those ranks, clamped to the useful range.
+and SVD on every Dense layer, at those ranks, clamped to the useful range. MUSCO's
+"weakened" ranks (Gusak et al. 2019) move each rank back towards the full one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.catalog import canonical_kernel
 from lrf_optuna.factorizers.conv_common import split_groups
 
-__all__ = ["evbmf_rank", "vbmf_plan"]
+__all__ = ["evbmf_rank", "vbmf_plan", "weakened_rank"]
 
 _TAU_BAR_FACTOR = 2.5129  # threshold constant of Nakajima et al. (2013), Eq. (21)
 
@@ -71,20 +72,32 @@ def evbmf_rank(matrix: np.ndarray) -> int:
     return int(np.sum(s > threshold))
 
 
-def _conv_rank(kernel: np.ndarray, groups: int) -> int:
+def weakened_rank(matrix: np.ndarray, weakening: float) -> int:
+    """``full - weakening * (full - evbmf)``, floored (MUSCO): 1 gives the EVBMF rank, 0 the full one."""
+    full = min(np.shape(matrix))
+    return int(full - weakening * (full - evbmf_rank(matrix)))
+
+
+def _conv_rank(kernel: np.ndarray, groups: int, weakening: float) -> int:
     ranks = []
     for part in split_groups(kernel, groups):
         cin, cout = part.shape[-2:]
-        ranks.append(evbmf_rank(np.moveaxis(part, -2, 0).reshape(cin, -1)))
-        ranks.append(evbmf_rank(np.moveaxis(part, -1, 0).reshape(cout, -1)))
+        ranks.append(weakened_rank(np.moveaxis(part, -2, 0).reshape(cin, -1), weakening))
+        ranks.append(weakened_rank(np.moveaxis(part, -1, 0).reshape(cout, -1), weakening))
     return max(ranks)
 
 
-def vbmf_plan(analysis: ModelAnalysis) -> dict[str, tuple[str, int]]:
+def vbmf_plan(analysis: ModelAnalysis, *, weakening: float = 1.0) -> dict[str, tuple[str, int]]:
     """Tucker-2 (SVD on 1x1 convs and Dense) at EVBMF ranks, clamped to 1..useful rank.
 
-    Layers where no such rank makes the layer cheaper stay as they are.
+    ``weakening`` < 1 keeps more of each rank (``weakened_rank``); layers where no rank
+    makes the layer cheaper stay as they are.
     """
+    if not 0.0 <= weakening <= 1.0:
+        raise ValueError(
+            f"Invalid `weakening`: expected a number in [0, 1] (1: the EVBMF ranks, 0: full ranks), "
+            f"received {weakening}"
+        )
     plan = {}
     for name, spec in analysis.specs.items():
         geom = spec.geometry
@@ -93,9 +106,9 @@ def vbmf_plan(analysis: ModelAnalysis) -> dict[str, tuple[str, int]]:
         if method not in spec.methods or spec.useful_ranks.get(method, 0) == 0:
             continue
         rank = (
-            _conv_rank(kernel, geom.groups)
+            _conv_rank(kernel, geom.groups, weakening)
             if geom.kind == "conv" and method == "tucker2"
-            else evbmf_rank(kernel.reshape(-1, kernel.shape[-1]))
+            else weakened_rank(kernel.reshape(-1, kernel.shape[-1]), weakening)
         )
         plan[name] = (method, int(min(max(rank, 1), spec.useful_ranks[method])))
     return plan
