@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -62,7 +64,7 @@ def test_vbmf_plan_weakening_keeps_larger_ranks_and_refuses_values_outside_0_1()
     assert plans[0] == lo.vbmf_plan(analysis)
     params = [lo.plan_cost(model, plan).params for plan in plans]
     assert params == sorted(params) and params[0] < params[-1]
-    for stronger, weaker in zip(plans, plans[1:]):
+    for stronger, weaker in itertools.pairwise(plans):
         assert all(weaker[name][1] >= rank for name, (_, rank) in stronger.items())
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"Invalid `weakening`: expected a number in \[0, 1\]"):
