@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -131,6 +132,18 @@ def test_schedule_choices_are_the_librarys():
         assert parser.parse_args(["finetune", "--schedule", schedule]).schedule == schedule
     with pytest.raises(SystemExit):
         parser.parse_args(["finetune", "--schedule", "step"])
+
+
+def test_distill_defaults_to_the_librarys_and_can_be_turned_off():
+    import lrf_optuna as lo
+
+    parser = build_parser()
+    assert (
+        inspect.signature(lo.finetune).parameters["distill"].default is None
+    )  # distill when given the original
+    assert parser.parse_args(["finetune"]).distill is None  # left to lo.finetune
+    assert parser.parse_args(["finetune", "--no-distill"]).distill is False
+    assert parser.parse_args(["finetune", "--distill"]).distill is True
 
 
 def test_metric_choices_are_the_librarys():
