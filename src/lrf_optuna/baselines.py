@@ -3,8 +3,9 @@
 Empirical variational Bayes matrix factorization (EVBMF, Nakajima et al. 2013) gives
 the rank of the "signal" part of each unfolding analytically, with the noise
 variance chosen by a 1-D bounded search. Tucker-2 on every conv (SVD on 1x1 convs)
-and SVD on every Dense layer, at those ranks, clamped to the useful range. MUSCO's
-"weakened" ranks (Gusak et al. 2019) move each rank back towards the full one.
+and SVD on every Dense layer, at those ranks; a layer that its rank would not make
+cheaper stays whole. MUSCO's "weakened" ranks (Gusak et al. 2019) move each rank back
+towards the full one.
 """
 
 from __future__ import annotations
