@@ -79,8 +79,9 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return kept
 
 
-def probe(model, plan, data, args, base_accuracy) -> dict:
-    analysis = lo.analyze(model)  # one trace: surgery and both costs (plan_cost == model_cost, tested)
+def probe(model, analysis, plan, data, args, base_accuracy) -> dict:
+    """Materialize ``plan`` and fine-tune it once; ``analysis`` (``model``'s single trace) gives
+    the surgery and both costs (plan_cost == model_cost, tested)."""
     compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
     result = lo.finetune(
         compressed, data[0], validation_data=data[1], epochs=args.epochs, learning_rate=args.learning_rate,
@@ -94,13 +95,13 @@ def probe(model, plan, data, args, base_accuracy) -> dict:
     }  # fmt: skip
 
 
-def params_removed(model, trials) -> dict[int, float]:
-    """Fraction of ``model``'s params each trial removes, by trial number (from its objective)."""
-    original = lo.analyze(model).cost.params
+def params_removed(analysis, trials) -> dict[int, float]:
+    """Fraction of the analyzed model's params each trial removes, by trial number (from its objective)."""
+    original = analysis.cost.params
     return {t.number: 1 - t.values[0] / original for t in trials}
 
 
-def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dict | None, int]:
+def bisect_front(model, analysis, trials, data, args, base_accuracy, methods) -> tuple[dict | None, int]:
     """Most compressed plan within 1 point, by bisection on the fraction of params removed.
 
     Each probe fine-tunes the front plan nearest the middle of the open interval between
@@ -109,7 +110,8 @@ def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dic
     compression whatever the density of its front (bisecting on the front's index did not).
     Assumes accuracy falls as params are removed along the 2-D front.
     """
-    removed = params_removed(model, trials)
+    removed = params_removed(analysis, trials)
+    space = lo.SearchSpace.from_analysis(analysis, methods=methods)  # replays the trials' plans
     low, high = 0.0, max(removed.values(), default=0.0) + 1e-9
     best, probes = None, 0
     while probes < args.max_probes:
@@ -117,7 +119,7 @@ def bisect_front(model, trials, data, args, base_accuracy, methods) -> tuple[dic
         if not inside:
             break
         trial = min(inside, key=lambda t: abs(removed[t.number] - (low + high) / 2))
-        row = probe(model, lo.plan_from_trial(model, trial, methods=methods), data, args, base_accuracy)
+        row = probe(model, analysis, lo.plan_from_trial(space, trial), data, args, base_accuracy)
         probes += 1
         logging.info("  probe %d: trial %d, params -%.1f%%, accuracy %.4f", probes, trial.number,
                      100 * row["params_removed"], row["acc_after_ft"])  # fmt: skip
@@ -133,7 +135,7 @@ def bisect_weakening(model, analysis, data, args, base_accuracy) -> tuple[dict |
     low, high, best = 0.0, 1.0, None
     for _ in range(args.max_probes):
         weakening = (low + high) / 2
-        row = probe(model, lo.vbmf_plan(analysis, weakening=weakening), data, args, base_accuracy)
+        row = probe(model, analysis, lo.vbmf_plan(analysis, weakening=weakening), data, args, base_accuracy)
         logging.info("  weakening %.4f: params -%.1f%%, accuracy %.4f", weakening, 100 * row["params_removed"],
                      row["acc_after_ft"])  # fmt: skip
         if row["ok"]:
@@ -145,6 +147,7 @@ def bisect_weakening(model, analysis, data, args, base_accuracy) -> tuple[dict |
 
 def run_model(name: str, data, args) -> list[dict]:
     model = load_model_file(MODELS / f"{name}.keras")
+    analysis = lo.analyze(model)  # traced once per model: every probe's surgery and costs
     base = lo.evaluate_accuracy(model, *data[1])
     calibration = calibration_subset(data[0][0], args.calibration, seed=args.seed)
     rows = [{"model": name, "candidate": "uncompressed", "params_removed": 0.0, "macs_removed": 0.0,
@@ -158,13 +161,12 @@ def run_model(name: str, data, args) -> list[dict]:
         )  # fmt: skip
         searched = time.perf_counter() - start
         logging.info("%s / %s: %d trials in %.0f s", name, label, trials, searched)
-        best, probes = bisect_front(model, front(study), data, args, base, options.get("methods"))
+        best, probes = bisect_front(model, analysis, front(study), data, args, base, options.get("methods"))
         rows.append(
             {"model": name, "candidate": label, **(best or {}), "probes": probes, "search_s": searched}
         )
-    analysis = lo.analyze(model)
     if not args.candidates or VBMF in args.candidates:
-        row = probe(model, lo.vbmf_plan(analysis), data, args, base)
+        row = probe(model, analysis, lo.vbmf_plan(analysis), data, args, base)
         rows.append({"model": name, "candidate": VBMF, **row, "probes": 1, "search_s": 0.0})
     if not args.candidates or WEAKENED in args.candidates:
         best, probes = bisect_weakening(model, analysis, data, args, base)

@@ -34,14 +34,15 @@ SCHEDULES = {"constant 1e-4": ("constant", 1e-4, False), "cosine from 3e-4": ("c
 DEFAULT_SCHEDULES = ["constant 1e-4", "cosine from 3e-4", "cosine from 1e-3"]
 
 
-def pick_plans(model, study, targets: list[float]) -> list[dict]:
+def pick_plans(analysis, study, targets: list[float]) -> list[dict]:
     """For each target, the front plan removing the fraction of params nearest to it (0: none)."""
     trials = front(study)
-    removed = params_removed(model, trials)
+    removed = params_removed(analysis, trials)
+    space = lo.SearchSpace.from_analysis(analysis, methods=None)  # replays any study's plans
     chosen = {-1: {}} if 0 in targets else {}
     for target in (t for t in targets if t > 0):
         trial = min(trials, key=lambda t: abs(removed[t.number] - target))
-        chosen[trial.number] = lo.plan_from_trial(model, trial)
+        chosen[trial.number] = lo.plan_from_trial(space, trial)
     return list(chosen.values())
 
 
@@ -56,7 +57,7 @@ def run(name: str, args) -> list[dict]:
         population_size=args.population, show_progress=False, cache_dir=args.cache,
     )  # fmt: skip
     analysis, rows = lo.analyze(model), []
-    for plan in pick_plans(model, study, args.targets):
+    for plan in pick_plans(analysis, study, args.targets):
         row = {"model": name, "params_removed": 1 - analysis.plan_cost(plan).params / analysis.cost.params}
         for label in args.schedules:
             schedule, rate, distill = SCHEDULES[label]
