@@ -345,7 +345,9 @@ def complete_trials(storage: str, study: str = "s") -> list[optuna.trial.FrozenT
 
 
 def test_ctrl_c_during_search_then_resume(work, files):
-    storage, budget = f"sqlite:///{work / 'studies' / 's.db'}", 20
+    # 100 trials (several seconds): with 20 the search could end before the signal arrived,
+    # and a SIGINT during interpreter shutdown kills with -2 (seen once in CI)
+    storage, budget = f"sqlite:///{work / 'studies' / 's.db'}", 100
     search(storage, cache_dir=files / "cache")  # the study exists: the test can poll it
     argv = ["search", *common(files), "--storage", storage, "--study", "s", "--trials", str(budget)]
     process = start(cli(*argv), work / "search.log")
