@@ -194,11 +194,16 @@ def table(rows: list[dict]) -> str:
 GOALS = {"lenet5": 0.90, "vgg_small": 0.90, "resnet_small": 0.60}  # params removed, issue #5
 
 
+def removed_within_one_point(row: dict) -> float:
+    """Fraction of params ``row`` removes within 1 point of accuracy; 0 if it found no such plan."""
+    return row.get("params_removed", 0.0) if row.get("ok", True) else 0.0
+
+
 def goals(rows: list[dict]) -> list[str]:
     """The issue's goals, checked on the measured rows (of the candidates that ran)."""
     lines = []
     for name in dict.fromkeys(r["model"] for r in rows):
-        removed = {r["candidate"]: r.get("params_removed", 0.0) for r in rows if r["model"] == name}
+        removed = {r["candidate"]: removed_within_one_point(r) for r in rows if r["model"] == name}
         hybrid = max((v for k, v in removed.items() if k.startswith("hybrid")), default=None)
         single = max((v for k, v in removed.items() if k.startswith("single")), default=None)
         if hybrid is None or single is None:
@@ -212,6 +217,22 @@ def goals(rows: list[dict]) -> list[str]:
             f"{'met' if hybrid - single >= 0.05 else 'NOT met'})"
         )
     return lines
+
+
+def seed_summary(runs: dict[int, list[dict]]) -> tuple[str, list[dict]]:
+    """Params removed at <= 1 point per candidate, one column per seed, then mean and sd (0 for a
+    candidate with no plan within 1 point, as in ``goals``); also the mean rows, for ``goals``."""
+    removed: dict[tuple[str, str], list[float]] = {}
+    for rows in runs.values():
+        for r in rows:
+            removed.setdefault((r["model"], r["candidate"]), []).append(100 * removed_within_one_point(r))
+    columns = [("model", "<13"), ("candidate", "<26"), *((f"seed {s}", ">8.1f") for s in runs),
+               ("mean", ">6.1f"), ("sd", ">5.1f")]  # fmt: skip
+    lines = [[*key, *values, np.mean(values), np.std(values, ddof=1)] for key, values in removed.items()]
+    means = [
+        {"model": m, "candidate": c, "params_removed": np.mean(v) / 100} for (m, c), v in removed.items()
+    ]
+    return fixed_width(columns, lines), means
 
 
 def finetune_settings(args) -> str:
@@ -264,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         "--candidates", nargs="+", default=None, help="only these candidates (labels as printed)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None,
+        help="repeat the whole table once per seed (search, calibration, fine-tuning data and "
+        "initialization), then summarize params removed per seed (default: --seed only)",
+    )  # fmt: skip
     parser.add_argument("--cache", default="studies/cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -286,19 +312,26 @@ def main(argv: list[str] | None = None) -> int:
             2,
         )
         args.train_size, x_test, y_test = 2000, x_test[:1000], y_test[:1000]
-    order = np.random.default_rng(args.seed).permutation(len(x_train))[: args.train_size]
-    data = ((x_train[order], y_train[order]), (x_test, y_test))
-    start = time.perf_counter()
-    rows = [row for name in args.models for row in run_model(name, data, args)]
+    seeds, start, runs = args.seeds or [args.seed], time.perf_counter(), {}
+    for seed in seeds:
+        args.seed = seed  # probe() and run_model() read it
+        order = np.random.default_rng(seed).permutation(len(x_train))[: args.train_size]
+        data = ((x_train[order], y_train[order]), (x_test, y_test))
+        runs[seed] = [row for name in args.models for row in run_model(name, data, args)]
     print(
         run_line("compression at <= 1 point of test-accuracy loss", quick=args.quick) + "\n"
         f"search: NSGA-II, {args.trials} trials ({args.model_proxy_trials} with the model proxy), layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
         f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_settings(args)}), at most "
-        f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images\n"
-    )
-    print(table(rows))
-    print("\n" + "\n".join(goals(rows)))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+        f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images; seed(s) {', '.join(map(str, seeds))}\n"
+    )  # fmt: skip
+    for seed, rows in runs.items():
+        print((f"seed {seed}\n" if len(runs) > 1 else "") + table(rows))
+        print("\n" + "\n".join(goals(rows)) + "\n")
+    if len(runs) > 1:
+        summary, means = seed_summary(runs)
+        print("params removed (%) at <= 1 point, by seed\n" + summary)
+        print("\non the means over seeds:\n" + "\n".join(goals(means)) + "\n")
+    print(f"total {time.perf_counter() - start:.0f} s")
     return 0
 
 

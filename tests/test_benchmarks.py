@@ -152,3 +152,18 @@ def test_compression_table_refuses_unknown_candidates():
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0  # a renamed label used to be dropped silently
     assert "Invalid `--candidates`" in result.stderr and "'hybrid, every method'" in result.stderr
+
+
+def test_compression_table_quick_over_seeds():
+    out = run_quick(
+        "compression_table.py", "--seeds", "0", "1", "--candidates", "hybrid (layerwise)", "single: cp"
+    )
+    assert "seed(s) 0, 1" in out.splitlines()[1], out
+    assert out.count("\nseed 0\nmodel ") == 1 and out.count("\nseed 1\nmodel ") == 1, out  # a table each
+    summary = table_rows(out, "model         candidate                    seed 0")
+    assert [row[1] for row in summary] == ["uncompressed", "hybrid (layerwise)", "single: cp"], out
+    for row in summary:
+        seeds, mean, sd = [float(cell) for cell in row[2:4]], float(row[4]), float(row[5])
+        assert mean == pytest.approx(sum(seeds) / 2, abs=0.06) and sd >= 0, row
+    assert summary[0][2:] == ["0.0", "0.0", "0.0", "0.0"], out
+    assert out.count("lenet5: hybrid removes") == 3, out  # each seed, then the means
