@@ -148,12 +148,37 @@ def test_distill_defaults_to_the_librarys_and_can_be_turned_off():
 
 def test_metric_choices_are_the_librarys():
     import lrf_optuna as lo
+    from lrf_optuna.cli import METRICS
 
+    assert METRICS == lo.LAYERWISE_METRICS  # spelled out in the CLI, as the schedules are
     parser = build_parser()
-    for metric in lo.LAYERWISE_METRICS:  # spelled out in the CLI, as the schedules are
-        assert parser.parse_args(["search", "--metric", metric]).metric == metric
-    with pytest.raises(SystemExit):
-        parser.parse_args(["search", "--metric", "output_l2"])
+    for command in ("search", "profile"):
+        for metric in lo.LAYERWISE_METRICS:
+            assert parser.parse_args([command, "--metric", metric]).metric == metric
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--metric", "output_l2"])
+
+
+def test_profile_prints_and_caches_the_searchs_profile(workspace, capsys):
+    common = ["--model", "tiny.keras", "--data", "data.npz", "--calibration", "32"]  # the search's ranks
+    assert main(["profile", *common]) == 0
+    plain = capsys.readouterr().out
+    header = plain.splitlines()[0].split()
+    assert {"layer", "method", "rank", "cosine", "output_cosine"} <= set(header), plain
+    rows = [dict(zip(header, line.split(), strict=True)) for line in plain.splitlines()[1:]]
+    assert {row["layer"] for row in rows} == {"conv1", "conv2", "fc"}, plain
+    assert all(row["output_cosine"] == "NaN" and row["cosine"] != "NaN" for row in rows), plain
+    assert len(list((workspace / "studies" / "cache").glob("*.json"))) == 1
+
+    assert main(["profile", *common, "--metric", "output_cosine"]) == 0  # network outputs too
+    outputs = capsys.readouterr().out
+    rows = [line.split() for line in outputs.splitlines()[1:]]
+    column = header.index("output_cosine")
+    assert all(-1.0 <= float(row[column]) <= 1.0 for row in rows), outputs
+    assert len(list((workspace / "studies" / "cache").glob("*.json"))) == 2  # its own entry
+
+    assert main(["search", *common, "--study", "p", "--trials", "4", "--metric", "output_cosine"]) == 0
+    assert len(list((workspace / "studies" / "cache").glob("*.json"))) == 2  # the search reused it
 
 
 def test_method_choices_are_the_librarys():

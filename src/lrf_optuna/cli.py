@@ -10,6 +10,8 @@ import threading
 
 DEFAULT_MODEL = "studies/models/resnet_small.keras"
 logger = logging.getLogger("lrf_optuna")
+# spelled out (not imported) so that `--help` does not import TensorFlow; a test pins them
+METRICS = ("cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse", "weight_error")
 
 
 def _common(parser: argparse.ArgumentParser, *, study: bool = True, model: bool = True) -> None:
@@ -42,10 +44,9 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
         "--trials", type=int, default=1000, help="total COMPLETE trials to reach (default: %(default)s)"
     )
     parser.add_argument("--proxy", choices=["layerwise", "model"], default="layerwise")
-    metrics = ["cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse", "weight_error"]
     parser.add_argument(
         "--metric",
-        choices=metrics,
+        choices=METRICS,
         default=None,
         help="similarity metric (output_*, weight_error: layerwise only)",
     )
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="compute (or load) the calibration profile and print it")
     _common(profile, study=False)
     profile.add_argument("--ranks", type=int, default=8, help="ranks per method (<= 16)")
+    profile.add_argument(
+        "--metric", choices=METRICS, default=None,
+        help="the search's metric: output_* also computes the network-output columns (a forward "
+        "pass per candidate), as `search --metric` would, and caches the same profile",
+    )  # fmt: skip
     search = commands.add_parser("search", help="run or resume the NSGA-II search")
     _common(search)
     _search_options(search)

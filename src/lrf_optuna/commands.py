@@ -94,7 +94,7 @@ def _finetune(args: argparse.Namespace, model, study, train, test, show: Show) -
 
 def run_profile(args: argparse.Namespace, show: Show) -> int:
     model, x = _calibration(args)
-    settings = ProfileSettings(ranks_per_method=args.ranks, seed=args.seed)
+    settings = ProfileSettings(ranks_per_method=args.ranks, seed=args.seed).for_metric(args.metric)
     profile = profile_model(model, x, settings=settings, cache_dir=Path(args.cache_dir))
     show(profile.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
