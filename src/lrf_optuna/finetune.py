@@ -83,6 +83,21 @@ def learning_rate_schedule(
     return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps))
 
 
+def _targets_and_loss(x_train, y_train, probabilities: bool, teacher, temperature: float, alpha: float):
+    """Training targets (labels in column 0, then the teacher's logits if any) and their loss."""
+    targets = np.asarray(y_train, np.float32).reshape(-1, 1)
+    if teacher is None:
+        loss = lambda y_true, y_pred: keras.losses.sparse_categorical_crossentropy(
+            keras.ops.cast(y_true[:, 0], "int32"), y_pred, from_logits=not probabilities
+        )
+        return targets, loss
+    logits = teacher.predict(x_train, batch_size=256, verbose=0)
+    if _outputs_are_probabilities(teacher):
+        logits = np.log(np.clip(logits, 1e-7, 1.0))
+    targets = np.concatenate([targets, logits.astype(np.float32)], axis=1)
+    return targets, _distillation_loss(probabilities, temperature, alpha)
+
+
 def finetune(
     compressed: keras.Model,
     train_data: tuple[np.ndarray, np.ndarray],
@@ -129,17 +144,8 @@ def finetune(
     accuracy_original = evaluate_accuracy(original, x_val, y_val) if original is not None else None
     accuracy_compressed = evaluate_accuracy(compressed, x_val, y_val)
     probabilities = _outputs_are_probabilities(compressed)
-    targets = np.asarray(y_train, np.float32).reshape(-1, 1)
-    if distill:
-        teacher = original.predict(x_train, batch_size=256, verbose=0)
-        if _outputs_are_probabilities(original):
-            teacher = np.log(np.clip(teacher, 1e-7, 1.0))
-        targets = np.concatenate([targets, teacher.astype(np.float32)], axis=1)
-        loss = _distillation_loss(probabilities, temperature, alpha)
-    else:
-        loss = lambda y_true, y_pred: keras.losses.sparse_categorical_crossentropy(
-            keras.ops.cast(y_true[:, 0], "int32"), y_pred, from_logits=not probabilities
-        )
+    teacher = original if distill else None
+    targets, loss = _targets_and_loss(x_train, y_train, probabilities, teacher, temperature, alpha)
     compressed.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=[_label_accuracy])
     start = time.perf_counter()
     history = compressed.fit(
@@ -156,13 +162,8 @@ def finetune(
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
     compressed.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn, metrics=["accuracy"])
     accuracy_finetuned = evaluate_accuracy(compressed, x_val, y_val)
-    logger.info(
-        "fine-tuned %d epoch(s) in %.1f s: %.4f -> %.4f",
-        epochs,
-        seconds,
-        accuracy_compressed,
-        accuracy_finetuned,
-    )
+    logger.info("fine-tuned %d epoch(s) in %.1f s: %.4f -> %.4f", epochs, seconds, accuracy_compressed,
+                accuracy_finetuned)  # fmt: skip
     return FinetuneResult(
         accuracy_original, accuracy_compressed, accuracy_finetuned, seconds, epochs, history.history
     )
