@@ -7,7 +7,10 @@ mean/product/min/weighted aggregators, layerwise; the same metrics on the networ
 outputs with one layer's candidate swapped in at a time (output_*, mean/product),
 layerwise; CKA/cosine/NMSE on the network outputs of the whole plan (model proxy); the
 weight reconstruction error. Printed: Spearman rank correlation of each proxy with
-each accuracy.
+each accuracy, and the partial Spearman correlation given params (``| params``): what a
+proxy knows about accuracy beyond how much a plan removes, which dominates along a front.
+Fine-tuning is ``lo.finetune``'s default, distilled from the original (``--no-distill``:
+labels only).
 
     python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # README numbers
     python benchmarks/proxy_fidelity.py --quick                      # smoke test
@@ -54,6 +57,15 @@ def proxies(model, calibration, profile) -> dict[str, object]:
     return found
 
 
+def partial_spearman(frame: pd.DataFrame, x: list[str], y: str, given: str) -> pd.Series:
+    """Spearman correlation of each column ``x`` with ``y`` with ``given`` held fixed: the
+    Pearson partial correlation of the ranks, NaN where a rank correlation with ``given`` is 1."""
+    r = frame[[*x, y, given]].corr(method="spearman")
+    r_xy, r_xz, r_yz = r.loc[x, y], r.loc[x, given], r.loc[y, given]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (r_xy - r_xz * r_yz) / np.sqrt((1 - r_xz**2) * (1 - r_yz**2))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
@@ -70,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="fine-tune on this many shuffled training images (default: all)",
     )
+    parser.add_argument(
+        "--distill", action=argparse.BooleanOptionalAction, default=True,
+        help="distill each fine-tuning run from the original model (default: yes, as lo.finetune)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
@@ -101,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             options = {"learning_rate": args.lr, "schedule": args.schedule}
             result = lo.finetune(
                 compressed, (x_train, y_train), validation_data=(x_test, y_test), epochs=1, seed=args.seed,
-                **{name: value for name, value in options.items() if value is not None},
+                original=model, distill=args.distill, **{name: value for name, value in options.items() if value is not None},
             )  # fmt: skip
             row["acc_after_ft"] = result.accuracy_finetuned
         row.update({name: scorer(plan) for name, scorer in scorers.items()})
@@ -109,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     targets = [c for c in ("acc_before_ft", "acc_after_ft") if c in frame]
     table = frame[[*targets, *scorers]].corr(method="spearman").loc[list(scorers), targets]
+    for target in targets:
+        table[f"{target}|params"] = partial_spearman(frame, list(scorers), target, "params")
     default = "lo.finetune's"
     print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
           f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, "
-          f"fine-tune: 1 epoch on {len(x_train)} images, learning rate {args.lr or default}, schedule {args.schedule or default}")  # fmt: skip
-    print("Spearman rank correlation of each proxy with test accuracy")
+          f"fine-tune: 1 epoch on {len(x_train)} images, learning rate {args.lr or default}, schedule {args.schedule or default}, "
+          f"{'distilled from the original' if args.distill else 'labels only'}")  # fmt: skip
+    print("Spearman rank correlation of each proxy with test accuracy (| params: partial, given params)")
     print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
     print()
     print(frame[["trial", "params", *targets]].to_string(index=False))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -103,16 +104,21 @@ def test_proxy_fidelity_quick():
     out = run_quick("proxy_fidelity.py", "--finetune")
     lines = out.splitlines()
     assert lines[0].startswith("# ") and "model=lenet5" in lines[0], out
-    start = lines.index("Spearman rank correlation of each proxy with test accuracy")
-    assert lines[start + 1].split() == ["acc_before_ft", "acc_after_ft"], out
+    start = lines.index(
+        "Spearman rank correlation of each proxy with test accuracy (| params: partial, given params)"
+    )
+    assert lines[start + 1].split() == [
+        "acc_before_ft", "acc_after_ft", "acc_before_ft|params", "acc_after_ft|params"
+    ], out  # fmt: skip
+    assert "distilled from the original" in lines[0], out
     proxies = lines[start + 2 : lines.index("", start)]
-    names = [line.rsplit(None, 2)[0] for line in proxies]
+    names = [line.rsplit(None, 4)[0] for line in proxies]
     assert len(names) == 23, out  # 3 metrics x (4 aggregators, 2 output_*, model) + 2 weight error
     assert {"layerwise cosine/mean", "layerwise output_cosine/mean", "weight error/mean", "model cka"} <= set(
         names
     )
     for line in proxies:
-        for value in line.split()[-2:]:
+        for value in line.split()[-4:]:
             assert value == "NaN" or -1.0 <= float(value) <= 1.0, line
 
 
@@ -167,3 +173,30 @@ def test_compression_table_quick_over_seeds():
         assert mean == pytest.approx(sum(seeds) / 2, abs=0.06) and sd >= 0, row
     assert summary[0][2:] == ["0.0", "0.0", "0.0", "0.0"], out
     assert out.count("lenet5: hybrid removes") == 3, out  # each seed, then the means
+
+
+def test_partial_spearman_matches_rank_residuals():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from proxy_fidelity import partial_spearman
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    params = rng.permutation(40).astype(float)
+    frame = pd.DataFrame({"params": params, "a": params + rng.normal(0, 8, 40), "b": rng.normal(size=40)})
+    frame["acc"] = params + 3 * frame["b"] + rng.normal(0, 1, 40)
+    got = partial_spearman(frame, ["a", "b"], "acc", "params")
+
+    ranks = frame.rank()
+
+    def residual(column):  # the ranks of `column` with a least-squares line in rank(params) removed
+        design = np.stack([np.ones(40), ranks["params"]], axis=1)
+        coef, *_ = np.linalg.lstsq(design, ranks[column], rcond=None)
+        return ranks[column] - design @ coef
+
+    for name in ("a", "b"):
+        expected = np.corrcoef(residual(name), residual("acc"))[0, 1]
+        assert got[name] == pytest.approx(expected, abs=1e-12)
+    assert got["b"] > 0.5 > abs(got["a"])  # b explains accuracy beyond params; a only mirrors params
