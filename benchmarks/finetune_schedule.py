@@ -25,6 +25,7 @@ from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
+from lrf_optuna.proxy import DEFAULT_AGGREGATOR
 from lrf_optuna.workflow import calibration_subset
 
 # label: (schedule, learning rate, distill from the original model)
@@ -55,6 +56,7 @@ def run(name: str, args) -> list[dict]:
         model, calibration_subset(x_train, args.calibration, seed=args.seed),
         storage=optuna.storages.InMemoryStorage(), n_trials=args.trials, seed=args.seed,
         population_size=args.population, show_progress=False, cache_dir=args.cache,
+        **({"aggregator": args.aggregator} if args.aggregator else {}),
     )  # fmt: skip
     analysis, rows = lo.analyze(model), []
     for plan in pick_plans(analysis, study, args.targets):
@@ -96,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--test-size", type=int, default=10000)
+    parser.add_argument(
+        "--aggregator", choices=list(lo.AGGREGATORS), default=None,
+        help="the search's layerwise aggregator (default: the library's)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="studies/cache")
     args = parser.parse_args(argv)
@@ -114,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [row for name in args.models for row in run(name, args)]
     print(
         run_line("fine-tuning schedules", quick=args.quick) + "\n"
-        f"models {', '.join(args.models)}; hybrid search: NSGA-II, {args.trials} trials, calibration {args.calibration} "
+        f"models {', '.join(args.models)}; hybrid search: NSGA-II, {args.trials} trials, aggregator "
+        f"{args.aggregator or DEFAULT_AGGREGATOR}, calibration {args.calibration} "
         f"images; plans nearest {[t for t in args.targets if t > 0]} of params removed on the 2-D front; one run of Adam, "
         f"{args.epochs} epoch(s) on {args.train_size} training images, batch 128; accuracy on "
         f"{args.test_size} test images\n"
