@@ -14,12 +14,17 @@ labels only).
 
     python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # README numbers
     python benchmarks/proxy_fidelity.py --quick                      # smoke test
+    python benchmarks/proxy_fidelity.py --summary benchmarks/results/proxy_fidelity_*.txt
+
+``--summary`` reads saved outputs back and prints the README's cross-model table (Markdown):
+the default proxy and its main rivals, after fine-tuning, raw and given params.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import os
 import platform
 from pathlib import Path
@@ -32,9 +37,16 @@ import pandas as pd
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
+from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 from lrf_optuna.workflow import calibration_subset
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
+TITLE = "Spearman rank correlation of each proxy with test accuracy"
+DEFAULT_PROXY = f"layerwise {DEFAULT_METRIC}/{DEFAULT_AGGREGATOR}"
+RIVALS = (
+    "layerwise cosine/product", "layerwise output_cosine/mean", "layerwise cka/mean", "layerwise nmse/min",
+    "model cosine", "model nmse", "weight error/product", "weight error/mean",
+)  # fmt: skip
 
 
 def proxies(model, calibration, profile) -> dict[str, object]:
@@ -66,6 +78,37 @@ def partial_spearman(frame: pd.DataFrame, x: list[str], y: str, given: str) -> p
         return (r_xy - r_xz * r_yz) / np.sqrt((1 - r_xz**2) * (1 - r_yz**2))
 
 
+def read_correlations(path: Path) -> tuple[str, pd.DataFrame]:
+    """The model and the correlation table (proxies x targets) of a saved full-mode output."""
+    lines = Path(path).read_text().splitlines()
+    model = lines[0].split("model=", 1)[1].split(",", 1)[0]
+    start = next(i for i, line in enumerate(lines) if line.startswith(TITLE))
+    columns = lines[start + 1].split()
+    rows = {}
+    for line in itertools.takewhile(str.strip, lines[start + 2 :]):
+        name, *cells = line.rsplit(None, len(columns))
+        rows[name] = [float(cell) for cell in cells]
+    return model, pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+def summary(paths: list[Path]) -> str:
+    """Markdown: the default proxy and ``RIVALS`` (rows) against post-fine-tuning accuracy,
+    raw and given params, per saved output (columns); "-" where a run lacks the column."""
+    columns, cells = [], {name: [] for name in (DEFAULT_PROXY, *RIVALS)}
+    for path in paths:
+        model, table = read_correlations(path)
+        for target, label in (("acc_after_ft", model), ("acc_after_ft|params", f"{model} given params")):
+            columns.append(label)
+            for name in cells:
+                value = table[target].get(name) if target in table else None
+                cells[name].append("-" if value is None or np.isnan(value) else f"{value:.3f}")
+    lines = ["| proxy | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in cells.items():
+        label = f"{name} (**default**)" if name == DEFAULT_PROXY else name
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
@@ -87,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         help="distill each fine-tuning run from the original model (default: yes, as lo.finetune)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summary", nargs="+", type=Path, help="only summarize these saved outputs")
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary(args.summary))
+        return 0
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
     if args.quick:
         args.plans, args.trials, args.calibration = 4, 24, 32
@@ -132,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
           f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, "
           f"fine-tune: 1 epoch on {len(x_train)} images, learning rate {args.lr or default}, schedule {args.schedule or default}, "
           f"{'distilled from the original' if args.distill else 'labels only'}")  # fmt: skip
-    print("Spearman rank correlation of each proxy with test accuracy (| params: partial, given params)")
+    print(f"{TITLE} (| params: partial, given params)")
     print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
     print()
     print(frame[["trial", "params", *targets]].to_string(index=False))

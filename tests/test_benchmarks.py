@@ -175,12 +175,17 @@ def test_compression_table_quick_over_seeds():
     assert out.count("lenet5: hybrid removes") == 3, out  # each seed, then the means
 
 
-def test_partial_spearman_matches_rank_residuals():
+def import_proxy_fidelity():
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from proxy_fidelity import partial_spearman
+        import proxy_fidelity
     finally:
         sys.path.remove(str(BENCHMARKS))
+    return proxy_fidelity
+
+
+def test_partial_spearman_matches_rank_residuals():
+    partial_spearman = import_proxy_fidelity().partial_spearman
     import pandas as pd
 
     rng = np.random.default_rng(0)
@@ -200,3 +205,29 @@ def test_partial_spearman_matches_rank_residuals():
         expected = np.corrcoef(residual(name), residual("acc"))[0, 1]
         assert got[name] == pytest.approx(expected, abs=1e-12)
     assert got["b"] > 0.5 > abs(got["a"])  # b explains accuracy beyond params; a only mirrors params
+
+
+def test_proxy_fidelity_summary_reads_saved_outputs(tmp_path):
+    proxy_fidelity = import_proxy_fidelity()
+    title = proxy_fidelity.TITLE
+    new = tmp_path / "new.txt"  # today's output: raw and partial columns
+    new.write_text(
+        "# 2026-11-28 on x86_64 (2 cores); model=lenet5, plans=24, trials=2000\n"
+        f"{title} (| params: partial, given params)\n"
+        "    acc_before_ft  acc_after_ft  acc_before_ft|params  acc_after_ft|params\n"
+        "layerwise cosine/mean   0.977   0.975   0.848   0.774\n"
+        "weight error/mean       0.959   0.960   0.714     NaN\n"
+        "\n trial  params  acc_before_ft  acc_after_ft\n    20  1136.0  0.1000  0.2001\n"
+    )
+    old = tmp_path / "old.txt"  # an output from before the partial columns
+    old.write_text(
+        "# 2026-11-27 on x86_64 (2 cores); model=vgg_small, plans=16, trials=300\n"
+        f"{title}\n                 acc_before_ft  acc_after_ft\nweight error/mean   0.5   -0.25\n\n"
+    )
+    lines = proxy_fidelity.summary([new, old]).splitlines()
+    assert lines[0] == "| proxy | lenet5 | lenet5 given params | vgg_small | vgg_small given params |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[2:]}
+    assert rows["layerwise cosine/mean (**default**)"] == ["0.975", "0.774", "-", "- |"]
+    assert rows["weight error/mean"] == ["0.960", "-", "-0.250", "- |"]
+    assert rows["model cosine"] == ["-", "-", "-", "- |"]
+    assert len(rows) == 1 + len(proxy_fidelity.RIVALS)
