@@ -17,7 +17,7 @@ labels only).
     python benchmarks/proxy_fidelity.py --summary benchmarks/results/proxy_fidelity_*.txt
 
 ``--summary`` reads saved outputs back and prints the README's cross-model table (Markdown):
-the default proxy and its main rivals, after fine-tuning, raw and given params.
+every proxy after fine-tuning, raw and given params, per model and on average.
 """
 
 from __future__ import annotations
@@ -43,10 +43,7 @@ from lrf_optuna.workflow import calibration_subset
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 TITLE = "Spearman rank correlation of each proxy with test accuracy"
 DEFAULT_PROXY = f"layerwise {DEFAULT_METRIC}/{DEFAULT_AGGREGATOR}"
-RIVALS = (
-    "layerwise cosine/product", "layerwise output_cosine/mean", "layerwise cka/mean", "layerwise nmse/min",
-    "model cosine", "model nmse", "weight error/product", "weight error/mean",
-)  # fmt: skip
+TARGETS = {"acc_after_ft": "", "acc_after_ft|params": " given params"}
 
 
 def proxies(model, calibration, profile) -> dict[str, object]:
@@ -92,20 +89,24 @@ def read_correlations(path: Path) -> tuple[str, pd.DataFrame]:
 
 
 def summary(paths: list[Path]) -> str:
-    """Markdown: the default proxy and ``RIVALS`` (rows) against post-fine-tuning accuracy,
-    raw and given params, per saved output (columns); "-" where a run lacks the column."""
-    columns, cells = [], {name: [] for name in (DEFAULT_PROXY, *RIVALS)}
+    """Markdown: every proxy (rows) against post-fine-tuning accuracy, raw and given params,
+    per saved output and as the mean over them (columns), best mean given params first;
+    "-" where a run lacks the value (a mean then too)."""
+    columns, models = {}, []
     for path in paths:
         model, table = read_correlations(path)
-        for target, label in (("acc_after_ft", model), ("acc_after_ft|params", f"{model} given params")):
-            columns.append(label)
-            for name in cells:
-                value = table[target].get(name) if target in table else None
-                cells[name].append("-" if value is None or np.isnan(value) else f"{value:.3f}")
-    lines = ["| proxy | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name, row in cells.items():
+        models.append(model)
+        for target, suffix in TARGETS.items():
+            columns[f"{model}{suffix}"] = table[target] if target in table else pd.Series(dtype=float)
+    frame = pd.DataFrame(columns)
+    for suffix in TARGETS.values():
+        frame[f"mean{suffix}"] = frame[[f"{model}{suffix}" for model in models]].mean(axis=1, skipna=False)
+    frame = frame.sort_values(["mean given params", "mean"], ascending=False)
+    lines = ["| proxy | " + " | ".join(frame.columns) + " |", "|---" * (len(frame.columns) + 1) + "|"]
+    for name, row in frame.iterrows():
         label = f"{name} (**default**)" if name == DEFAULT_PROXY else name
-        lines.append(f"| {label} | " + " | ".join(row) + " |")
+        cells = ["-" if np.isnan(value) else f"{value:.3f}" for value in row]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
