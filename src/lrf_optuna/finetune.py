@@ -98,6 +98,25 @@ def _targets_and_loss(x_train, y_train, probabilities: bool, teacher, temperatur
     return targets, _distillation_loss(probabilities, temperature, alpha)
 
 
+def _seed_generators(layer: keras.layers.Layer) -> list[keras.random.SeedGenerator]:
+    """The seed generators of ``layer`` and the layers nested in it, in layer order."""
+    found = [value for value in vars(layer).values() if isinstance(value, keras.random.SeedGenerator)]
+    for inner in getattr(layer, "layers", ()):
+        found.extend(_seed_generators(inner))
+    return found
+
+
+def _reseed_random_layers(model: keras.Model, seed: int) -> None:
+    """Restart every seed generator of ``model`` (Dropout's masks, ...) from ``seed``.
+
+    A layer draws its generator's seed when it is built (at load or materialize time, from
+    whatever the global RNG was then), so ``keras.utils.set_random_seed`` alone left the
+    dropout masks, hence the fine-tuned weights, different in every process.
+    """
+    for offset, generator in enumerate(_seed_generators(model)):
+        generator.state.assign(np.array([seed + offset, 0], dtype=generator.state.dtype))
+
+
 def finetune(
     compressed: keras.Model,
     train_data: tuple[np.ndarray, np.ndarray],
@@ -139,6 +158,7 @@ def finetune(
     steps = epochs * -(-len(train_data[0]) // batch_size)
     rate = learning_rate_schedule(learning_rate, schedule=schedule, steps=steps)
     keras.utils.set_random_seed(seed)
+    _reseed_random_layers(compressed, seed)
     x_train, y_train = train_data
     x_val, y_val = validation_data
     accuracy_original = evaluate_accuracy(original, x_val, y_val) if original is not None else None
