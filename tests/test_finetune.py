@@ -125,7 +125,9 @@ def with_dropout(build_seed: int) -> keras.Model:
     inner = keras.Sequential([keras.layers.Dense(16, activation="relu"), keras.layers.Dropout(0.5)])
     model = keras.Model(inputs, keras.layers.Dense(3)(inner(x)))
     weights = np.random.default_rng(0)
-    model.set_weights([weights.standard_normal(w.shape).astype(np.float32) * 0.3 for w in model.get_weights()])
+    model.set_weights(
+        [weights.standard_normal(w.shape).astype(np.float32) * 0.3 for w in model.get_weights()]
+    )
     return model
 
 
