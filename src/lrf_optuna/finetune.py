@@ -146,6 +146,8 @@ def finetune(
     than the labels alone, by up to 9 points, and 0.3 points lower on the 16th
     (benchmarks/results/finetune_distill.txt).
     ``distill=True`` needs ``original``; ``distill=False`` only reports its accuracy.
+    ``seed`` sets Keras's global seed and restarts every seed generator of ``compressed``
+    (Dropout's masks), so the same call gives the same weights in any process.
     """
     if epochs < 1:
         raise ValueError(f"Invalid `epochs`: expected >= 1, received {epochs}")
