@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import logging
 import os
 import platform
 from pathlib import Path
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print(summary(args.summary))
         return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress on stderr
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
     if args.quick:
         args.plans, args.trials, args.calibration = 4, 24, 32
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             row["acc_after_ft"] = result.accuracy_finetuned
         row.update({name: scorer(plan) for name, scorer in scorers.items()})
         rows.append(row)
+        logging.info("plan %d: trial %d, %d params, accuracy %s", len(rows), trial.number, row["params"],
+                     ", ".join(f"{row[k]:.4f}" for k in ("acc_before_ft", "acc_after_ft") if k in row))  # fmt: skip
     frame = pd.DataFrame(rows)
     targets = [c for c in ("acc_before_ft", "acc_after_ft") if c in frame]
     table = frame[[*targets, *scorers]].corr(method="spearman").loc[list(scorers), targets]
