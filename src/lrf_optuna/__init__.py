@@ -1,29 +1,71 @@
-"""lrf_optuna: compress trained Keras CNNs by multi-method low-rank factorization."""
+"""lrf_optuna: compress trained Keras CNNs by multi-method low-rank factorization.
+
+The package imports lazily (PEP 562): ``import lrf_optuna`` (and so ``lrf-optuna --help``)
+loads no TensorFlow; each public name is imported from its module on first access.
+"""
 
 from __future__ import annotations
 
-from lrf_optuna import data
-from lrf_optuna.analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
-from lrf_optuna.baselines import vbmf_plan
-from lrf_optuna.catalog import LayerSpec
-from lrf_optuna.cost import Cost
-from lrf_optuna.factorizers import get_factorizer, methods_for
-from lrf_optuna.finetune import SCHEDULES, FinetuneResult, evaluate_accuracy, finetune, learning_rate_schedule
-from lrf_optuna.layers import TTDense, TuckerDense
-from lrf_optuna.metrics import METRICS, OUTPUT_METRICS
-from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
-from lrf_optuna.profile import ProfileSettings
-from lrf_optuna.proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
-from lrf_optuna.report import pareto_frame, summary_table, write_report
-from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
-from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace
-from lrf_optuna.select import pareto_trials, select_trial, spread_trials
-from lrf_optuna.storage import open_storage
-from lrf_optuna.study import SamplerSettings
-from lrf_optuna.surgery import materialize
-from lrf_optuna.worker import run_worker
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must list the same names
+    from lrf_optuna import data
+    from lrf_optuna.analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
+    from lrf_optuna.baselines import vbmf_plan
+    from lrf_optuna.catalog import LayerSpec
+    from lrf_optuna.cost import Cost
+    from lrf_optuna.factorizers import get_factorizer, methods_for
+    from lrf_optuna.finetune import (
+        SCHEDULES,
+        FinetuneResult,
+        evaluate_accuracy,
+        finetune,
+        learning_rate_schedule,
+    )
+    from lrf_optuna.layers import TTDense, TuckerDense
+    from lrf_optuna.metrics import METRICS, OUTPUT_METRICS
+    from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
+    from lrf_optuna.profile import ProfileSettings
+    from lrf_optuna.proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
+    from lrf_optuna.report import pareto_frame, summary_table, write_report
+    from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
+    from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace
+    from lrf_optuna.select import pareto_trials, select_trial, spread_trials
+    from lrf_optuna.storage import open_storage
+    from lrf_optuna.study import SamplerSettings
+    from lrf_optuna.surgery import materialize
+    from lrf_optuna.worker import run_worker
 
 __version__ = "0.1.0"
+
+# submodule (under lrf_optuna.) -> the public names it provides
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "analysis": ("ModelAnalysis", "analyze", "compressible_layers", "model_cost", "plan_cost"),
+    "baselines": ("vbmf_plan",),
+    "catalog": ("LayerSpec",),
+    "cost": ("Cost",),
+    "factorizers": ("get_factorizer", "methods_for"),
+    "finetune": ("SCHEDULES", "FinetuneResult", "evaluate_accuracy", "finetune", "learning_rate_schedule"),
+    "layers": ("TTDense", "TuckerDense"),
+    "metrics": ("METRICS", "OUTPUT_METRICS"),
+    "objective": ("METRIC_NAMES", "Constraints", "Objective"),
+    "profile": ("ProfileSettings",),
+    "proxy": ("AGGREGATORS", "LAYERWISE_METRICS", "LayerwiseProxy", "ModelProxy"),
+    "report": ("pareto_frame", "summary_table", "write_report"),
+    "search": ("make_objective", "plan_from_trial", "profile_model", "run_study"),
+    "search_space": ("DEFAULT_METHODS", "SearchSpace"),
+    "select": ("pareto_trials", "select_trial", "spread_trials"),
+    "storage": ("open_storage",),
+    "study": ("SamplerSettings",),
+    "surgery": ("materialize",),
+    "worker": ("run_worker",),
+}
+_SUBMODULES = ("data",)
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
 
 __all__ = [
     "AGGREGATORS",
@@ -72,3 +114,30 @@ __all__ = [
     "vbmf_plan",
     "write_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    # Importing a submodule sets it as an attribute of the package: `import lrf_optuna.finetune`
+    # (done inside the package) would hide the function `lrf_optuna.finetune` behind its module.
+    # Keep the public name pointing at the function, as the eager imports used to.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _MODULE_OF and _MODULE_OF[name] == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import logging
+import os
 import signal
 import sys
 import threading
@@ -171,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     for noisy in ("kaleido", "choreographer"):  # they set INFO on their own loggers
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _import_tensorflow(verbose=args.verbose)
     from lrf_optuna import commands  # heavy imports (TensorFlow) only after --help
 
     interrupts = _Interrupts()
@@ -191,6 +195,38 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _import_tensorflow(*, verbose: bool) -> None:
+    """Import TensorFlow (Keras' backend) quietly unless ``verbose``.
+
+    TF_CPP_MIN_LOG_LEVEL=3 must be set before the import; even then the import writes
+    absl's "All log messages before absl::InitializeLog()" and the oneDNN notice straight
+    to file descriptor 2, so that descriptor points at /dev/null for the import only.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a value the user set wins
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if "tensorflow" in sys.modules or backend != "tensorflow" or not importlib.util.find_spec("tensorflow"):
+        return
+    with _native_stderr_silenced():
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _show(text: str) -> None:
