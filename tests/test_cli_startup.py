@@ -94,7 +94,9 @@ def test_tensorflow_native_log_lines_only_with_verbose(tmp_path):
 
 def test_every_public_name_resolves_from_the_module_it_is_declared_in():
     tree = ast.parse(Path(lo.__file__).read_text())
-    (checking,) = [node for node in tree.body if isinstance(node, ast.If)]  # the TYPE_CHECKING block
+    (checking,) = [
+        node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
     declared = {
         alias.name: node.module
         for node in checking.body
@@ -124,3 +126,31 @@ def test_importing_a_submodule_does_not_hide_the_function_of_the_same_name():
     done = _python("-c", code)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["True", "True", "lrf_optuna.search", "lrf_optuna.data"]
+
+
+SAVE_TT_MODEL = """
+import keras, sys
+from lrf_optuna.layers import TTDense
+inputs = keras.Input((8,))
+keras.Model(inputs, TTDense((2, 4), (2, 3), (1, 2, 1), name="tt")(inputs)).save(sys.argv[1])
+"""
+LOAD = "keras.models.load_model(sys.argv[1]).get_layer('tt').__class__.__module__"
+
+
+@pytest.fixture(scope="module")
+def tt_model_file(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("tt") / "tt.keras")
+    saved = _python("-c", SAVE_TT_MODEL, path)
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    return path
+
+
+@pytest.mark.parametrize(
+    "imports", ["import lrf_optuna, sys; import keras", "import keras, sys; import lrf_optuna"]
+)
+def test_import_lrf_optuna_still_registers_its_layers_for_load_model(tt_model_file, imports):
+    # the eager imports registered TTDense/TuckerDense on `import lrf_optuna`; lazily, in either order
+    # (that `import lrf_optuna` alone imports no Keras is checked above)
+    loaded = _python("-c", f"{imports}\nprint({LOAD})", tt_model_file)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.split() == ["lrf_optuna.layers"]

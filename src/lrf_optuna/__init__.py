@@ -7,6 +7,9 @@ loads no TensorFlow; each public name is imported from its module on first acces
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import logging
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -141,3 +144,38 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+
+class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
+    """A one-shot post-import hook: ``import keras`` also imports ``lrf_optuna.layers``.
+
+    The eager imports registered TTDense/TuckerDense with Keras on ``import lrf_optuna``, so
+    ``keras.models.load_model`` restored compressed models without ``custom_objects``
+    (Keras imports no module named in a file outside its own packages). Lazily, they are
+    registered as soon as Keras exists.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)  # from the other finders
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        load = spec.loader.exec_module  # this spec's own loader object
+
+        def exec_module(module) -> None:
+            load(module)
+            try:
+                importlib.import_module(f"{__name__}.layers")
+            except ImportError as error:  # never break `import keras` itself
+                logging.getLogger(__name__).warning("TTDense/TuckerDense not registered: %s", error)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:  # Keras (and its backend) already loaded: registering costs nothing
+    importlib.import_module(f"{__name__}.layers")
+elif not any(isinstance(finder, _RegisterLayersAfterKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersAfterKeras())
