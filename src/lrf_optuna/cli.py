@@ -198,15 +198,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _import_tensorflow(*, verbose: bool) -> None:
-    """Import TensorFlow (Keras' backend) quietly unless ``verbose``.
+    """Import TensorFlow (Keras' backend) quietly, unless ``verbose``.
 
     TF_CPP_MIN_LOG_LEVEL=3 must be set before the import; even then the import writes
     absl's "All log messages before absl::InitializeLog()" and the oneDNN notice straight
     to file descriptor 2, so that descriptor points at /dev/null for the import only.
     """
+    # a value the user set wins; -v shows TensorFlow's C++ log lines (all levels) as they come
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
     if verbose:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a value the user set wins
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if "tensorflow" in sys.modules or backend != "tensorflow" or not importlib.util.find_spec("tensorflow"):
         return
