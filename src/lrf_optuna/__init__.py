@@ -9,6 +9,7 @@ from lrf_optuna.catalog import LayerSpec
 from lrf_optuna.cost import Cost
 from lrf_optuna.factorizers import get_factorizer, methods_for
 from lrf_optuna.finetune import SCHEDULES, FinetuneResult, evaluate_accuracy, finetune, learning_rate_schedule
+from lrf_optuna.latency import RUNTIMES, Latency, measure_latency
 from lrf_optuna.layers import TTDense, TuckerDense
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS
 from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
@@ -21,6 +22,7 @@ from lrf_optuna.select import pareto_trials, select_trial, spread_trials
 from lrf_optuna.storage import open_storage
 from lrf_optuna.study import SamplerSettings
 from lrf_optuna.surgery import materialize
+from lrf_optuna.tflite import QUANTIZATIONS, export_tflite
 from lrf_optuna.worker import run_worker
 
 __version__ = "0.1.0"
@@ -32,10 +34,13 @@ __all__ = [
     "METRICS",
     "METRIC_NAMES",
     "OUTPUT_METRICS",
+    "QUANTIZATIONS",
+    "RUNTIMES",
     "SCHEDULES",
     "Constraints",
     "Cost",
     "FinetuneResult",
+    "Latency",
     "LayerSpec",
     "LayerwiseProxy",
     "ModelAnalysis",
@@ -51,11 +56,13 @@ __all__ = [
     "compressible_layers",
     "data",
     "evaluate_accuracy",
+    "export_tflite",
     "finetune",
     "get_factorizer",
     "learning_rate_schedule",
     "make_objective",
     "materialize",
+    "measure_latency",
     "methods_for",
     "model_cost",
     "open_storage",
