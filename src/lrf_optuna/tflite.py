@@ -165,21 +165,24 @@ def export_tflite(
     from lrf_optuna.model_io import writable_directory
 
     writable_directory(path.parent, option="output directory")
+    checked = ""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(content)
         if check:
             x = random_inputs(model, CHECK_SAMPLES, seed=seed) if inputs is None else np.asarray(inputs)
-            _check(model, load_interpreter(model_path=temporary), x, quantization=quantization, atol=atol)
+            checked = _check(
+                model, load_interpreter(model_path=temporary), x, quantization=quantization, atol=atol
+            )
         os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    logger.info("wrote %s (%d bytes, quantization %s)", path, len(content), quantization)
+    logger.info("wrote %s (%d bytes, quantization %s)%s", path, len(content), quantization, checked)
     return path
 
 
-def _check(model: keras.Model, interpreter, x: np.ndarray, *, quantization, atol: float | None) -> None:
+def _check(model: keras.Model, interpreter, x: np.ndarray, *, quantization, atol: float | None) -> str:
     expected = np.asarray(model.predict_on_batch(x.astype(np.float32)))
     actual = run_interpreter(interpreter, x.astype(np.float32))
     if actual.shape != expected.shape:
@@ -191,7 +194,6 @@ def _check(model: keras.Model, interpreter, x: np.ndarray, *, quantization, atol
         atol if atol is not None else QUANTIZATIONS[quantization] * max(1.0, float(np.abs(expected).max()))
     )
     difference = float(np.abs(actual - expected).max())
-    logger.debug("tflite vs keras: largest absolute difference %.3g (allowed %.3g)", difference, limit)
     if not difference <= limit:  # also catches NaN
         raise ValueError(
             f"Invalid TFLite conversion of '{model.name}' (quantization {quantization}): expected outputs "
@@ -199,3 +201,4 @@ def _check(model: keras.Model, interpreter, x: np.ndarray, *, quantization, atol
             "Nothing was written. Try quantization=None, or pass a larger `atol` if this error is "
             "acceptable for your use."
         )
+    return f", checked on {len(x)} inputs: largest |tflite - keras| {difference:.3g} (allowed {limit:.3g})"
