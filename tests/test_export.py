@@ -34,6 +34,18 @@ def tensorized() -> keras.Model:
     return randomize_weights(keras.Model(inputs, outputs, name="tensorized"))
 
 
+def materialized_cp_tt_tucker() -> keras.Model:
+    return lo.materialize(tiny_cnn(), {"conv": ("cp", 4), "fc1": ("tt", 3), "fc2": ("tucker", 3)}, seed=0)
+
+
+def materialized_tucker2_svd() -> keras.Model:
+    return lo.materialize(tiny_cnn(), {"conv": ("tucker2", 4), "fc1": ("svd", 8)}, seed=0)
+
+
+def materialized_spatial_svd() -> keras.Model:
+    return lo.materialize(tiny_cnn(), {"conv": ("spatial_svd", 3)}, seed=0)
+
+
 def file_outputs(path, x: np.ndarray) -> np.ndarray:
     return run_interpreter(load_interpreter(model_path=path), x)
 
@@ -42,7 +54,10 @@ def inputs_for(model: keras.Model, batch: int = 5) -> np.ndarray:
     return np.random.default_rng(7).random((batch, *model.inputs[0].shape[1:]), dtype=np.float32)
 
 
-@pytest.mark.parametrize("build", [tiny_cnn, tensorized], ids=["cnn", "tt_tucker"])
+BUILDS = [tiny_cnn, tensorized, materialized_cp_tt_tucker, materialized_tucker2_svd, materialized_spatial_svd]
+
+
+@pytest.mark.parametrize("build", BUILDS, ids=lambda build: build.__name__)
 def test_float32_file_matches_keras(build, tmp_path):
     model = build()
     path = lo.export_tflite(model, tmp_path / "m.tflite")
@@ -96,6 +111,10 @@ def test_models_tflite_cannot_hold_are_refused_before_converting(tmp_path):
     free_size = keras.Model(images, keras.layers.Conv2D(2, 3)(images))
     with pytest.raises(ValueError, match=r"expected a fixed input shape .*received \(None, None, None, 3\)"):
         lo.export_tflite(free_size, tmp_path / "m.tflite")
+    tokens = keras.Input((4,), dtype="int32")
+    integer_input = keras.Model(tokens, keras.layers.Embedding(10, 2)(tokens))
+    with pytest.raises(ValueError, match=r"expected a float input, received int32"):
+        lo.export_tflite(integer_input, tmp_path / "m.tflite")
     assert not list(tmp_path.iterdir())
 
 

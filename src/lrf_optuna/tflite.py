@@ -20,11 +20,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from lrf_optuna.model_io import writable_directory
+
 __all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "load_interpreter", "run_interpreter"]
 
 logger = logging.getLogger(__name__)
 
-# Largest |tflite - keras| allowed, as a fraction of max(1, largest |keras output|). Measured on
+# Quantization names -> largest |tflite - keras| allowed, as a fraction of max(1, largest |keras output|). Measured on
 # the reference models (random inputs): float32 ~5e-7, float16 ~1e-3, dynamic int8 ~2e-2.
 QUANTIZATIONS = {None: 1e-4, "float16": 1e-2, "dynamic": 1e-1}
 # (module, attribute) tried in order; the first importable one runs .tflite files.
@@ -51,6 +53,13 @@ def input_shape(model: keras.Model) -> tuple[int, ...]:
             f"Invalid model '{model.name}' for TFLite export and timing: expected one input and one "
             f"output, received {len(model.inputs)} input(s) and {len(model.outputs)} output(s). "
             "Export a single-input, single-output model."
+        )
+    dtype = str(model.inputs[0].dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        raise ValueError(
+            f"Invalid model '{model.name}' for TFLite export and timing: expected a float input, "
+            f"received {dtype} (random inputs could not stand for its data). Export it with "
+            "tf.lite.TFLiteConverter yourself."
         )
     shape = tuple(model.inputs[0].shape[1:])
     if any(dim is None for dim in shape):
@@ -102,7 +111,9 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[-1][:300] if lines else ''}"
 
 
-def load_interpreter(*, model_path: str | os.PathLike | None = None, content: bytes | None = None, threads=1):
+def load_interpreter(
+    *, model_path: str | os.PathLike | None = None, content: bytes | None = None, threads: int = 1
+):
     """A TFLite interpreter (LiteRT first, TensorFlow's second) running ``threads`` threads."""
     for module, attribute in INTERPRETERS:
         try:
@@ -162,8 +173,6 @@ def export_tflite(
     if atol is not None and not atol > 0:
         raise ValueError(f"Invalid `atol`: expected a positive number, received {atol}")
     content = convert_tflite(model, quantization=quantization)
-    from lrf_optuna.model_io import writable_directory
-
     writable_directory(path.parent, option="output directory")
     checked = ""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
