@@ -26,8 +26,9 @@ __all__ = ["QUANTIZATIONS", "convert_tflite", "export_tflite", "load_interpreter
 
 logger = logging.getLogger(__name__)
 
-# Quantization names -> largest |tflite - keras| allowed, as a fraction of max(1, largest |keras output|). Measured on
-# the reference models (random inputs): float32 ~5e-7, float16 ~1e-3, dynamic int8 ~2e-2.
+# Quantization names -> largest |tflite - keras| allowed, as a fraction of max(1, largest |keras
+# output|). Measured on the reference models (random inputs): float32 ~5e-7, float16 ~1e-3,
+# dynamic (int8 weights) ~2e-2.
 QUANTIZATIONS = {None: 1e-4, "float16": 1e-2, "dynamic": 1e-1}
 # (module, attribute) tried in order; the first importable one runs .tflite files.
 INTERPRETERS = (
