@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -90,6 +91,15 @@ def test_export_of_a_studys_finetuned_trial(workspace, capsys, caplog):
     assert f"trials fine-tuned so far: [{tuned_trial}]" in caplog.text
     assert f"Run `lrf-optuna finetune --study t --trial {other}` first" in caplog.text
     assert not (workspace / "studies" / f"t-trial{other}.tflite").exists()
+
+    # Without the artifact store, model_file is read; without either, the error says so.
+    shutil.rmtree(workspace / "studies" / "t.db.artifacts")
+    assert main(["export", "--study", "t", "--output", "from_file.tflite"]) == 0
+    _tflite_matches(workspace / "from_file.tflite", tuned, atol=1e-4)
+    tuned.unlink()
+    assert main(["export", "--study", "t", "--output", "gone.tflite"]) == 2
+    assert "found neither. Fine-tune the trial again" in caplog.text
+    assert not (workspace / "gone.tflite").exists()
 
 
 def _study_trials() -> list[optuna.trial.FrozenTrial]:
