@@ -75,9 +75,10 @@ def recorded_model(record: optuna.trial.FrozenTrial, artifact_dir: str | os.Path
         return target
     model_file = Path(record.user_attrs["model_file"])
     if not model_file.is_file():
+        trial = record.user_attrs[FINETUNED_FROM]
         raise FileNotFoundError(
-            f"Invalid fine-tuning record of trial {record.user_attrs[FINETUNED_FROM]}: expected its model "
-            f"as artifact '{artifact}' or as file '{model_file}', found neither. Fine-tune the trial "
-            "again (lrf-optuna finetune --trial N) to recreate it."
+            f"Invalid fine-tuning record of trial {trial}: expected its model as artifact '{artifact}' "
+            f"or as file '{model_file}', found neither. Fine-tune the trial again (lrf-optuna finetune "
+            f"--trial {trial}) to recreate it."
         )
     return model_file
