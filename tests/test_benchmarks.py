@@ -233,3 +233,12 @@ def test_proxy_fidelity_summary_reads_saved_outputs(tmp_path):
         ["weight error/mean", "0.960", "-", "-0.250", "-", "0.355", "-"],
         ["layerwise cosine/mean (**default**)", "0.975", "0.774", "-", "-", "-", "-"],
     ]
+
+
+def test_stage_layers_quick():
+    out = run_quick("stage_layers.py")
+    assert out.startswith("replacement-chain layers on TensorFlow CPU kernels (quick mode)"), out
+    rows = [line for line in out.splitlines() if line.rstrip()[-1:].isdigit()]
+    timed = {line[:42].strip(): float(line.split()[-1]) for line in rows}
+    assert "CP spatial stage, built" in timed and "CP spatial stage, before" in timed, out
+    assert len(timed) == 16 and all(ms > 0 for ms in timed.values()), out
