@@ -235,6 +235,15 @@ def test_proxy_fidelity_summary_reads_saved_outputs(tmp_path):
     ]
 
 
+def test_stage_layers_quick():
+    out = run_quick("stage_layers.py")
+    assert out.startswith("replacement-chain layers on TensorFlow CPU kernels (quick mode)"), out
+    rows = [line for line in out.splitlines() if line.rstrip()[-1:].isdigit()]
+    timed = {line[:42].strip(): float(line.split()[-1]) for line in rows}
+    assert "CP spatial stage, built" in timed and "CP spatial stage, before" in timed, out
+    assert len(timed) == 16 and all(ms > 0 for ms in timed.values()), out
+
+
 def test_latency_quick(monkeypatch):
     out = run_quick("latency.py")
     assert out.startswith("latency (quick mode)"), out
