@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must l
         finetune,
         learning_rate_schedule,
     )
+    from lrf_optuna.latency import RUNTIMES, Latency, measure_latency
     from lrf_optuna.layers import TTDense, TuckerDense
     from lrf_optuna.metrics import METRICS, OUTPUT_METRICS
     from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must l
     from lrf_optuna.storage import open_storage
     from lrf_optuna.study import SamplerSettings
     from lrf_optuna.surgery import materialize
+    from lrf_optuna.tflite import QUANTIZATIONS, export_tflite
     from lrf_optuna.worker import run_worker
 
 __version__ = "0.1.0"
@@ -52,6 +54,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "cost": ("Cost",),
     "factorizers": ("get_factorizer", "methods_for"),
     "finetune": ("SCHEDULES", "FinetuneResult", "evaluate_accuracy", "finetune", "learning_rate_schedule"),
+    "latency": ("RUNTIMES", "Latency", "measure_latency"),
     "layers": ("TTDense", "TuckerDense"),
     "metrics": ("METRICS", "OUTPUT_METRICS"),
     "objective": ("METRIC_NAMES", "Constraints", "Objective"),
@@ -64,6 +67,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "storage": ("open_storage",),
     "study": ("SamplerSettings",),
     "surgery": ("materialize",),
+    "tflite": ("QUANTIZATIONS", "export_tflite"),
     "worker": ("run_worker",),
 }
 _SUBMODULES = ("data",)
@@ -77,10 +81,13 @@ __all__ = [
     "METRICS",
     "METRIC_NAMES",
     "OUTPUT_METRICS",
+    "QUANTIZATIONS",
+    "RUNTIMES",
     "SCHEDULES",
     "Constraints",
     "Cost",
     "FinetuneResult",
+    "Latency",
     "LayerSpec",
     "LayerwiseProxy",
     "ModelAnalysis",
@@ -96,11 +103,13 @@ __all__ = [
     "compressible_layers",
     "data",
     "evaluate_accuracy",
+    "export_tflite",
     "finetune",
     "get_factorizer",
     "learning_rate_schedule",
     "make_objective",
     "materialize",
+    "measure_latency",
     "methods_for",
     "model_cost",
     "open_storage",

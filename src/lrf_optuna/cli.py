@@ -1,4 +1,5 @@
-"""The ``lrf-optuna`` command line: demo, profile, search, worker, finetune, report, dashboard."""
+"""The ``lrf-optuna`` command line: demo, profile, search, worker, finetune, report, dashboard,
+export, bench."""
 
 from __future__ import annotations
 
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(board, model=False)
     board.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, local only)")
     board.add_argument("--port", type=int, default=8080)
+    _export_and_bench(commands)
     return parser
 
 
@@ -237,6 +239,39 @@ def _show(text: str) -> None:
 
 def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+QUANTIZATIONS = ("none", "float16", "dynamic")  # lo.QUANTIZATIONS, None spelled "none"; a test pins them
+
+
+def _export_and_bench(commands) -> None:
+    export = commands.add_parser(
+        "export", help="convert a fine-tuned trial's (or any) .keras model to .tflite, checked against Keras"
+    )
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--study", help="export the model `lrf-optuna finetune` recorded in this study")
+    source.add_argument("--model", help="export this .keras file instead")
+    export.add_argument("--storage", default=None, help="storage URL (default: sqlite:///studies/<study>.db)")
+    export.add_argument(
+        "--trial", type=int, default=None, help="search trial whose fine-tuned model to export "
+        "(default: the study's latest fine-tuned one)",
+    )  # fmt: skip
+    export.add_argument(
+        "--quantization", choices=QUANTIZATIONS, default="none",
+        help="none (float32), float16 weights, or dynamic (int8 weights) (default: %(default)s)",
+    )  # fmt: skip
+    export.add_argument(
+        "--output", default=None, help=".tflite path (default: beside the .keras model, same name)"
+    )
+    export.add_argument("--seed", type=int, default=0, help="seed of the check's random inputs")
+    bench = commands.add_parser(
+        "bench", help="params, FLOPs, file size and measured latency (Keras, TFLite) of one or two models"
+    )
+    bench.add_argument("--model", required=True, help="a .keras model")
+    bench.add_argument("--compare", default=None, help="a second .keras model, shown beside with the ratio")
+    bench.add_argument("--runs", type=int, default=30, help="timed runs per latency (default: %(default)s)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed runs first (default: %(default)s)")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
 
 
 if __name__ == "__main__":

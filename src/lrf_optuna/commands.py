@@ -165,3 +165,53 @@ def run_dashboard(args: argparse.Namespace, show: Show) -> int:
         artifact_store=FileSystemArtifactStore(str(artifacts)),
     )
     return 0
+
+
+def _export_source(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path]:
+    """The .keras file ``export`` converts (--model, or the study's recorded fine-tuned model)
+    and the path the .tflite is named after."""
+    from lrf_optuna.records import finetune_records, recorded_model
+
+    if args.model is not None:
+        if args.trial is not None:
+            raise ValueError("Invalid --trial: expected it with --study only, received it with --model")
+        return Path(args.model), Path(args.model)
+    study = _load_study(args)
+    records = finetune_records(study, args.trial)
+    if not records:
+        trial = "" if args.trial is None else f" --trial {args.trial}"
+        done = sorted({t.user_attrs["lrf_optuna:finetuned_from"] for t in finetune_records(study)})
+        raise ValueError(
+            f"Invalid --study '{args.study}'{trial}: expected a fine-tuned model, received none "
+            f"(trials fine-tuned so far: {done or 'none'}). Run `lrf-optuna finetune --study "
+            f"{args.study}{trial}` first, then export again."
+        )
+    record = records[-1]  # the latest fine-tuning of that trial
+    source = recorded_model(record, artifact_dir_for(_storage_url(args)), scratch)
+    return source, Path(record.user_attrs["model_file"])
+
+
+def run_export(args: argparse.Namespace, show: Show) -> int:
+    import tempfile
+
+    from lrf_optuna.tflite import export_tflite
+
+    quantization = None if args.quantization == "none" else args.quantization
+    with tempfile.TemporaryDirectory() as scratch:
+        source, named = _export_source(args, Path(scratch))
+        model = load_model_file(source)
+        suffix = "" if quantization is None else f"-{quantization}"
+        output = Path(args.output or named.with_name(f"{named.stem}{suffix}.tflite"))
+        path = export_tflite(model, output, quantization=quantization, seed=args.seed)
+    show(f"TFLite model: {path} ({path.stat().st_size:,} bytes, from {named}, checked against Keras)")
+    return 0
+
+
+def run_bench(args: argparse.Namespace, show: Show) -> int:
+    from lrf_optuna.bench import bench_model, bench_table
+
+    paths = [Path(args.model)] + ([Path(args.compare)] if args.compare else [])
+    models = [load_model_file(path) for path in paths]  # every file checked before timing any
+    options = {"warmup": args.warmup, "runs": args.runs, "seed": args.seed}
+    show(bench_table([bench_model(model, path, **options) for model, path in zip(models, paths)]))
+    return 0
