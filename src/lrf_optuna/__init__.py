@@ -18,6 +18,7 @@ from lrf_optuna.report import pareto_frame, summary_table, write_report
 from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
 from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace
 from lrf_optuna.select import pareto_trials, select_trial, spread_trials
+from lrf_optuna.settings import DataSpec, SearchSettings
 from lrf_optuna.storage import open_storage
 from lrf_optuna.study import SamplerSettings
 from lrf_optuna.surgery import materialize
@@ -35,6 +36,7 @@ __all__ = [
     "SCHEDULES",
     "Constraints",
     "Cost",
+    "DataSpec",
     "FinetuneResult",
     "LayerSpec",
     "LayerwiseProxy",
@@ -43,6 +45,7 @@ __all__ = [
     "Objective",
     "ProfileSettings",
     "SamplerSettings",
+    "SearchSettings",
     "SearchSpace",
     "TTDense",
     "TuckerDense",
