@@ -26,7 +26,7 @@ from lrf_optuna.settings import (
     settings_from,
 )
 from lrf_optuna.storage import default_storage_url, open_storage
-from lrf_optuna.study import GracefulInterrupt, open_study, remaining_trials
+from lrf_optuna.study import GracefulInterrupt, StopAtBudget, open_study, remaining_trials
 
 __all__ = ["make_objective", "plan_from_trial", "profile_model", "run_study"]
 
@@ -199,10 +199,7 @@ def run_study(
                 n_trials=remaining,
                 timeout=timeout,
                 show_progress_bar=show_progress,
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,)),
-                    interrupt,
-                ],
+                callbacks=[StopAtBudget(n_trials), interrupt],
             )
     return study
 
