@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
+import numpy as np
 import optuna
 import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.objective import DIRECTIONS
 from lrf_optuna.settings import DataSpec
+from lrf_optuna.workflow import compress_trial
 from search_support import calibration, settings, tiny_cnn
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -160,3 +163,45 @@ def test_unknown_option_is_a_type_error(model, data, profile, tmp_path):
     with pytest.raises(TypeError, match=r"Invalid option 'metrc'"):
         search(model, data, profile, f"sqlite:///{tmp_path / 'x.db'}", metrc="cka")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_plan_from_trial_and_compress_trial_replay_the_recorded_space(model, data, profile, tmp_path):
+    # Item 6: plan_from_trial ignored the methods a study recorded; compress_trial honoured them.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    options = {"methods": {"conv": ["cp"], "dense": ["svd"]}, "fixed": {"d2": ("svd", 2)}}
+    study = search(model, data, profile, url, n_trials=6, **options)
+    trials = study.get_trials(states=(COMPLETE,))
+    for trial in trials:
+        plan = lo.plan_from_trial(model, trial, study=study)
+        assert plan == {
+            k: (v.split(":")[0], int(v.split(":")[1]))
+            for k, v in json.loads(trial.user_attrs["plan"]).items()
+        }
+        assert plan == lo.plan_from_trial(lo.analyze(model), trial, settings=lo.SearchSettings(**options))
+        assert plan["d2"] == ("svd", 2)
+    with pytest.raises(ValueError, match=r"missing \['d2.method', 'd2.rank'\].*study=study"):
+        lo.plan_from_trial(model, trials[-1])  # the default space searches d2
+    with pytest.raises(ValueError, match="expected `study` or `settings`, received both"):
+        lo.plan_from_trial(model, trials[-1], study=study, settings=lo.SearchSettings())
+    x = calibration(24, seed=3)
+    y = np.arange(24) % 10
+    done = compress_trial(
+        model, study, trials[-1], train=(x, y), test=(x[:8], y[:8]), output=tmp_path / "c.keras",
+        artifact_dir=tmp_path / "artifacts", epochs=1,
+    )  # fmt: skip
+    assert done.plan == lo.plan_from_trial(model, trials[-1], study=study)
+    assert [done.cost.params, done.cost.macs] == trials[-1].values[:2]
+
+
+def test_compress_trial_refuses_other_weights(model, data, profile, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = search(model, data, profile, url, n_trials=2, model_path="/abs/m.keras")
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid model for study 's': expected the model it was searched with \(/abs/m.keras\)",
+    ):
+        compress_trial(
+            tiny_cnn(seed=1), study, study.trials[1], train=(data, np.zeros(32)), test=(data, np.zeros(32)),
+            output=tmp_path / "c.keras", artifact_dir=tmp_path / "artifacts",
+        )  # fmt: skip
+    assert not (tmp_path / "c.keras").exists()
