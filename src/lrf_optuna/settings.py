@@ -55,9 +55,9 @@ FINGERPRINTS = {"model_fingerprint": "model weights", "data_fingerprint": "calib
 class DataSpec:
     """Where the CLI's data came from: ``--data`` (a file as an absolute path), its calibration size and seed."""
 
-    source: str
-    calibration: int
-    seed: int
+    source: str = "fashion-mnist"
+    calibration: int = 256
+    seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
