@@ -250,3 +250,18 @@ def test_per_layer_flags_are_recorded_and_a_changed_setting_refused(workspace, c
         ("a", ("cp", 3)),
         ("b/c", ("svd", 1)),
     ]
+
+
+def test_report_of_a_study_made_in_python_asks_for_the_model(workspace, caplog):
+    import lrf_optuna as lo
+
+    model = keras.models.load_model(workspace / "tiny.keras")
+    x = np.load(workspace / "data.npz")["x_train"][:32]
+    lo.run_study(
+        model, x, study_name="py", n_trials=3, population_size=4, show_progress=False
+    )  # no model_path
+    assert main(["report", "--study", "py"]) == 2
+    assert "study ('py') that recorded none" in caplog.text and "Pass --model PATH" in caplog.text
+    assert main(["report", "--study", "py", "--model", "tiny.keras"]) == 0  # no --data needed
+    assert main(["finetune", "--study", "py", "--model", "tiny.keras"]) == 2
+    assert "Invalid --data: expected the study's recorded data" in caplog.text

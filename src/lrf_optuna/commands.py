@@ -57,8 +57,11 @@ def _recorded(args: argparse.Namespace) -> SearchSettings | None:
     return SearchSettings.from_attrs(attrs) if "lrf_optuna:base_params" in attrs else None
 
 
-def _inputs(args: argparse.Namespace, recorded: SearchSettings | None, *, new: bool = False) -> Inputs:
-    """``new``: a command that may create the study (search, demo, profile) falls back to defaults."""
+def _inputs(
+    args: argparse.Namespace, recorded: SearchSettings | None, *, new: bool = False, data: bool = True
+) -> Inputs:
+    """``new``: a command that may create the study (search, demo, profile) falls back to defaults;
+    ``data=False``: a command that reads no data (report) does not need it recorded."""
     spec = recorded.data_spec if recorded else None
     model = args.model or (recorded.model_path if recorded else None)
     if model is None and not new:
@@ -72,7 +75,7 @@ def _inputs(args: argparse.Namespace, recorded: SearchSettings | None, *, new: b
             "exists. Pass --model PATH (a model with the same weights)."
         )
     source = args.data or (spec.source if spec else None)
-    if source is None and not new:
+    if source is None and not new and data:
         raise ValueError(
             f"Invalid --data: expected the study's recorded data, received a study ('{args.study}') "
             "that recorded none. Pass --data."
@@ -215,7 +218,7 @@ def run_finetune(args: argparse.Namespace, show: Show) -> int:
 
 def run_report(args: argparse.Namespace, show: Show) -> int:
     study = _load_study(args)
-    model = load_model_file(_inputs(args, _recorded(args)).model)
+    model = load_model_file(_inputs(args, _recorded(args), data=False).model)
     out = writable_directory(args.out or f"studies/{args.study}-report", option="--out directory")
     for path in write_report(study, out, layers=list(analyze(model).specs)):
         show(path)
