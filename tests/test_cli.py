@@ -265,3 +265,29 @@ def test_report_of_a_study_made_in_python_asks_for_the_model(workspace, caplog):
     assert main(["report", "--study", "py", "--model", "tiny.keras"]) == 0  # no --data needed
     assert main(["finetune", "--study", "py", "--model", "tiny.keras"]) == 2
     assert "Invalid --data: expected the study's recorded data" in caplog.text
+
+
+def test_search_flags_default_to_the_record_and_their_help_to_the_dataclass(capsys):
+    import lrf_optuna as lo
+
+    args = build_parser().parse_args(["search"])
+    settings = [
+        "proxy",
+        "metric",
+        "aggregator",
+        "sampler",
+        "population",
+        "exclude",
+        "fixed",
+        "min_rank_fraction",
+    ]
+    names = settings + ["model", "data", "calibration", "seed", "max_params", "conv_methods", "dense_methods"]
+    assert all(getattr(args, name) is None for name in names)  # None: the study's recorded value
+    defaults, data = lo.SearchSettings(), lo.DataSpec()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for value in (defaults.proxy, defaults.metric, defaults.aggregator, defaults.sampler, data.source):
+        assert f"default: {value}" in help_text or f"else {value}" in help_text, value
+    for value in (defaults.population_size, data.calibration, data.seed):
+        assert f"default: {value})" in help_text or f"else {value})" in help_text, value

@@ -22,7 +22,7 @@ from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.report import summary_table, write_report
 from lrf_optuna.search import profile_model, run_study
 from lrf_optuna.select import select_trial
-from lrf_optuna.settings import DataSpec, SearchSettings
+from lrf_optuna.settings import DataSpec, SearchSettings, stored_settings
 from lrf_optuna.storage import artifact_dir_for, default_storage_url, open_storage, storage_label
 from lrf_optuna.study import remaining_trials
 from lrf_optuna.worker import run_worker as _run_worker
@@ -50,11 +50,7 @@ def _recorded(args: argparse.Namespace) -> SearchSettings | None:
         storage = open_storage(_storage_url(args), create=False)
     except FileNotFoundError:
         return None
-    try:
-        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(args.study))
-    except KeyError:
-        return None
-    return SearchSettings.from_attrs(attrs) if "lrf_optuna:base_params" in attrs else None
+    return stored_settings(storage, args.study)
 
 
 def _inputs(

@@ -24,6 +24,7 @@ from lrf_optuna.settings import (
     record_settings,
     refuse_differences,
     settings_from,
+    stored_settings,
 )
 from lrf_optuna.storage import default_storage_url, open_storage
 from lrf_optuna.study import GracefulInterrupt, StopAtBudget, open_study, remaining_trials
@@ -168,7 +169,7 @@ def run_study(
     data = check_calibration(model, calibration_x)
     check_weights(model)
     storage = open_storage(default_storage_url(study_name) if storage is None else storage)
-    recorded = _recorded(storage, study_name)
+    recorded = stored_settings(storage, study_name)
     chosen = with_inputs(dataclasses.replace(recorded or SearchSettings(), **asked), model, data, profile)
     if recorded is not None:
         refuse_differences(study_name, recorded, chosen)
@@ -202,16 +203,6 @@ def run_study(
                 callbacks=[StopAtBudget(n_trials), interrupt],
             )
     return study
-
-
-def _recorded(storage: optuna.storages.BaseStorage, study_name: str) -> SearchSettings | None:
-    """The settings an existing, fully created study recorded (None for a new study)."""
-    try:
-        study_id = storage.get_study_id_from_name(study_name)
-    except KeyError:
-        return None
-    attrs = storage.get_study_user_attrs(study_id)
-    return SearchSettings.from_attrs(attrs) if "lrf_optuna:base_params" in attrs else None
 
 
 def with_inputs(

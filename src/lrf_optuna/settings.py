@@ -39,6 +39,7 @@ __all__ = [
     "record_settings",
     "refuse_differences",
     "settings_from",
+    "stored_settings",
 ]
 
 ATTR = "lrf_optuna:"
@@ -243,6 +244,15 @@ def _compare(name: str, ours: object, theirs: object) -> list[str]:
 def has_record(study: optuna.Study) -> bool:
     """True once ``record_settings`` has completed (a study being created has no record yet)."""
     return f"{ATTR}base_params" in study.user_attrs
+
+
+def stored_settings(storage: optuna.storages.BaseStorage, study_name: str) -> SearchSettings | None:
+    """The settings of an existing, fully created study; None when there is no such study yet."""
+    try:
+        attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
+    except KeyError:
+        return None
+    return SearchSettings.from_attrs(attrs) if f"{ATTR}base_params" in attrs else None
 
 
 def record_settings(study: optuna.Study, settings: SearchSettings, base: Cost) -> None:
