@@ -205,3 +205,24 @@ def test_compress_trial_refuses_other_weights(model, data, profile, tmp_path):
             output=tmp_path / "c.keras", artifact_dir=tmp_path / "artifacts",
         )  # fmt: skip
     assert not (tmp_path / "c.keras").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"proxy": "model", "metric": "weight_error"},
+            r"Invalid `metric`: expected one of \['cka', 'cosine', 'nmse'\]",
+        ),
+        ({"proxy": "nearest"}, r"Invalid `proxy`: expected one of \['layerwise', 'model'\]"),
+        ({"aggregator": "median"}, r"Invalid `aggregator`"),
+        ({"population_size": 1}, r"Invalid `population_size`"),
+        ({"constraints": {"max_params": 3}}, r"Invalid `constraints`: expected a Constraints, received dict"),
+    ],
+)
+def test_invalid_settings_are_refused_before_the_storage_is_created(
+    model, data, profile, tmp_path, options, match
+):
+    with pytest.raises((ValueError, TypeError), match=match):
+        search(model, data, profile, f"sqlite:///{tmp_path / 'x.db'}", **options)
+    assert not (tmp_path / "x.db").exists()

@@ -20,6 +20,7 @@ import optuna
 
 from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.cost import Cost
+from lrf_optuna.metrics import METRICS
 from lrf_optuna.objective import METRIC_NAMES, Constraints
 from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.proxy import AGGREGATORS, DEFAULT_AGGREGATOR, DEFAULT_METRIC, LAYERWISE_METRICS
@@ -96,7 +97,7 @@ class SearchSettings:
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # frozen: set once, normalized
         _check_choice("proxy", self.proxy, PROXIES)
-        _check_choice("metric", self.metric, LAYERWISE_METRICS)
+        _check_choice("metric", self.metric, LAYERWISE_METRICS if self.proxy == "layerwise" else METRICS)
         _check_choice("aggregator", self.aggregator, AGGREGATORS)
         set_("objectives", tuple(self.objectives))
         if self.objectives != tuple(METRIC_NAMES):  # recorded so that a later version may add others

@@ -131,7 +131,10 @@ def normalize_fixed(fixed: Mapping[str, tuple[str, int]] | None) -> Mapping[str,
 def check_fixed(
     fixed: Mapping[str, tuple[str, int]], analysis: ModelAnalysis, excluded: set[str]
 ) -> Mapping[str, tuple[str, int]]:
-    """``fixed`` checked against the model: existing layers, their methods and useful ranks."""
+    """``fixed`` checked against the model: existing layers, their methods and useful ranks.
+
+    (``min_rank_fraction`` restricts the searched ranks only: a fixed rank is the user's.)
+    """
     for layer, (method, rank) in fixed.items():
         spec = analysis.specs.get(layer)
         if spec is None:
