@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must l
     from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
     from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace
     from lrf_optuna.select import pareto_trials, select_trial, spread_trials
+    from lrf_optuna.settings import DataSpec, SearchSettings
     from lrf_optuna.storage import open_storage
     from lrf_optuna.study import SamplerSettings
     from lrf_optuna.surgery import materialize
@@ -64,6 +65,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "search": ("make_objective", "plan_from_trial", "profile_model", "run_study"),
     "search_space": ("DEFAULT_METHODS", "SearchSpace"),
     "select": ("pareto_trials", "select_trial", "spread_trials"),
+    "settings": ("DataSpec", "SearchSettings"),
     "storage": ("open_storage",),
     "study": ("SamplerSettings",),
     "surgery": ("materialize",),
@@ -86,6 +88,7 @@ __all__ = [
     "SCHEDULES",
     "Constraints",
     "Cost",
+    "DataSpec",
     "FinetuneResult",
     "Latency",
     "LayerSpec",
@@ -95,6 +98,7 @@ __all__ = [
     "Objective",
     "ProfileSettings",
     "SamplerSettings",
+    "SearchSettings",
     "SearchSpace",
     "TTDense",
     "TuckerDense",

@@ -19,18 +19,19 @@ METRICS = ("cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse"
 
 
 def _common(parser: argparse.ArgumentParser, *, study: bool = True, model: bool = True) -> None:
+    recorded = "the study's recorded one, else " if study else ""
     if model:
         parser.add_argument(
-            "--model", default=DEFAULT_MODEL, help="trained .keras model (default: %(default)s)"
+            "--model", default=None, help=f"trained .keras model (default: {recorded}{DEFAULT_MODEL})"
         )
         parser.add_argument(
             "--data",
-            default="fashion-mnist",
+            default=None,
             help="'fashion-mnist', an .npz with x_train, y_train, x_test, y_test, "
-            "or (search/worker/profile only) an .npy of inputs",
+            f"or (search/worker/profile only) an .npy of inputs (default: {recorded}fashion-mnist)",
         )
         parser.add_argument(
-            "--calibration", type=int, default=256, help="calibration samples (default: %(default)s)"
+            "--calibration", type=int, default=None, help=f"calibration samples (default: {recorded}256)"
         )
         parser.add_argument(
             "--cache-dir", default="studies/cache", help="profile cache directory (default: %(default)s)"
@@ -40,21 +41,38 @@ def _common(parser: argparse.ArgumentParser, *, study: bool = True, model: bool 
         parser.add_argument(
             "--storage", default=None, help="storage URL (default: sqlite:///studies/<study>.db)"
         )
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling, decompositions and training")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed for sampling, decompositions and training (default: {recorded}0)",
+    )
+
+
+def _fixed(text: str) -> tuple[str, tuple[str, int]]:
+    """``layer=method:rank`` -> (layer, (method, rank))."""
+    layer, _, choice = text.partition("=")
+    method, _, rank = choice.partition(":")
+    if not (layer and method and rank.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected layer=method:rank (e.g. conv2=cp:8), received {text!r}")
+    return layer, (method, int(rank))
 
 
 def _search_options(parser: argparse.ArgumentParser) -> None:
+    """Search settings; left out (None), they are the study's recorded ones (a new study's defaults)."""
     parser.add_argument(
         "--trials", type=int, default=1000, help="total COMPLETE trials to reach (default: %(default)s)"
     )
-    parser.add_argument("--proxy", choices=["layerwise", "model"], default="layerwise")
+    parser.add_argument("--proxy", choices=["layerwise", "model"], default=None, help="(default: layerwise)")
     parser.add_argument(
         "--metric",
         choices=METRICS,
         default=None,
-        help="similarity metric (output_*, weight_error: layerwise only)",
+        help="similarity metric (output_*, weight_error: layerwise only; default: cosine)",
     )
-    parser.add_argument("--aggregator", choices=["mean", "product", "min", "weighted"], default=None)
+    parser.add_argument(
+        "--aggregator", choices=["mean", "product", "min", "weighted"], default=None, help="(default: mean)"
+    )
     parser.add_argument(
         "--conv-methods",
         nargs="+",
@@ -69,10 +87,20 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="methods searched for dense layers (default: svd, the measured best; tt, tucker also)",
     )
-    parser.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe"], default="nsga2")
     parser.add_argument(
-        "--population", type=int, default=50, help="NSGA population size (default: %(default)s)"
-    )
+        "--exclude", nargs="+", default=None, metavar="PATTERN",
+        help="layers kept whole: names or fnmatch patterns (e.g. conv1 'dense*')",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fixed", nargs="+", type=_fixed, default=None, metavar="LAYER=METHOD:RANK",
+        help="layers factorized as given, not searched (e.g. conv2=cp:8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-rank-fraction", type=float, default=None, metavar="F",
+        help="offer each method only ranks >= ceil(F x its largest useful rank) (0..1; default: 0)",
+    )  # fmt: skip
+    parser.add_argument("--sampler", choices=["nsga2", "nsga3", "tpe"], default=None, help="(default: nsga2)")
+    parser.add_argument("--population", type=int, default=None, help="NSGA population size (default: 50)")
     parser.add_argument("--max-params", type=int, default=None, help="constraint: at most this many params")
     parser.add_argument("--max-macs", type=int, default=None, help="constraint: at most this many MACs")
     parser.add_argument(

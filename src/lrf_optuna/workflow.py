@@ -14,11 +14,13 @@ from lrf_optuna.analysis import analyze
 from lrf_optuna.cost import Cost
 from lrf_optuna.finetune import FinetuneResult, finetune
 from lrf_optuna.model_io import save_model_atomic, writable_directory
+from lrf_optuna.profile_cache import model_fingerprint
 from lrf_optuna.records import record_finetune
-from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.search import plan_from_trial
+from lrf_optuna.settings import SearchSettings
 from lrf_optuna.surgery import materialize
 
-__all__ = ["Compressed", "calibration_subset", "compress_trial"]
+__all__ = ["Compressed", "calibration_subset", "check_model", "compress_trial"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,17 @@ def calibration_subset(x: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray
     if size >= len(x):
         return np.asarray(x)
     return np.asarray(x)[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
+
+
+def check_model(study: optuna.Study, model: keras.Model) -> None:
+    """ValueError when ``model``'s weights are not those the study recorded (when it did)."""
+    recorded = SearchSettings.from_study(study)
+    if recorded.model_fingerprint and recorded.model_fingerprint != model_fingerprint(model):
+        where = f" ({recorded.model_path})" if recorded.model_path else ""
+        raise ValueError(
+            f"Invalid model for study '{study.study_name}': expected the model it was searched "
+            f"with{where}, received one with other weights. Pass that model (--model PATH)."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +75,9 @@ def compress_trial(
     (distilled from ``model``).
     """
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
+    check_model(study, model)
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
-    # Replay in the space the study searched (None, in studies from before 0.2: every method).
-    methods = study.user_attrs.get("lrf_optuna:methods")
-    plan = SearchSpace.from_analysis(analysis, methods=methods).plan_of(trial)
+    plan = plan_from_trial(analysis, trial, study=study)  # in the space the study recorded
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
     compressed = materialize(model, plan, seed=seed, analysis=analysis)
     optimizer = {"learning_rate": learning_rate, "schedule": schedule}
