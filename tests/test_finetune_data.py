@@ -243,7 +243,7 @@ def test_calibration_from_a_dataset_is_its_first_samples(data, kind):
 
 
 def test_bad_calibration_datasets_say_what_to_fix(data):
-    x, y = data
+    x, _ = data
     model = tiny(0)
     empty = tf.data.Dataset.from_tensor_slices(x[:0]).batch(BATCH)
     with pytest.raises(ValueError, match=r"yielded no samples, expected at least 2\. Fix:"):
