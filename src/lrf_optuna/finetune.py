@@ -74,9 +74,7 @@ def evaluate_accuracy(model: keras.Model, x, y=None, *, batch_size: int = 256) -
         ids = _class_ids(labels, predictions)
         correct += int(np.sum(np.argmax(predictions, axis=-1) == ids))
         total += len(ids)
-    if total == 0:
-        raise ValueError("Invalid validation data: expected at least one sample, received none")
-    return correct / total
+    return _ratio(correct, total)
 
 
 def _mean_squared_error(model: keras.Model, data, *, batch_size: int = 256) -> float:
@@ -84,7 +82,13 @@ def _mean_squared_error(model: keras.Model, data, *, batch_size: int = 256) -> f
     for predictions, labels in _predictions(model, data, batch_size):
         difference = predictions.astype(np.float64) - labels.reshape(predictions.shape)
         squares, count = squares + float(np.sum(difference**2)), count + difference.size
-    return squares / count
+    return _ratio(squares, count)
+
+
+def _ratio(total: float, count: float) -> float:
+    if count == 0:
+        raise ValueError("Invalid validation data: expected at least one sample, received none")
+    return total / count
 
 
 def _evaluate(model: keras.Model, data, kind: str) -> float:
