@@ -107,6 +107,8 @@ def test_batches_without_labels_are_refused(data):
     x, _ = data
     with pytest.raises(ValueError, match=r"yielding \(x, y\) batches, received batches of x alone"):
         run(tf.data.Dataset.from_tensor_slices(x).batch(BATCH), data)
+    with pytest.raises(ValueError, match=r"Invalid `validation_data`: expected \(x, y\) arrays or batches"):
+        run(data, tf.data.Dataset.from_tensor_slices(x).batch(BATCH))
 
 
 def test_heads_ending_in_a_softmax_output_probabilities():
@@ -211,13 +213,16 @@ def test_user_loss_metrics_callbacks_and_fit_options_reach_fit(data):
 
 def test_distilled_model_from_a_dataset_saves_with_no_custom_objects(data, tmp_path):
     x, y = data
-    _, compressed = run(as_input("dataset", x, y, training=True), data)
+    checkpoint = keras.callbacks.ModelCheckpoint(tmp_path / "checkpoint.keras")  # sees the wrapper
+    _, compressed = run(as_input("dataset", x, y, training=True), data, callbacks=[checkpoint])
     path = tmp_path / "compressed.keras"
     compressed.save(path)
     reloaded = keras.models.load_model(path)  # no custom_objects
-    assert len(reloaded.layers) == len(compressed.layers)
-    for got, want in zip(reloaded.get_weights(), compressed.get_weights()):
+    checkpointed = keras.models.load_model(tmp_path / "checkpoint.keras")  # the last epoch's
+    assert len(reloaded.layers) == len(compressed.layers) == len(checkpointed.layers)
+    for got, saved, want in zip(reloaded.get_weights(), checkpointed.get_weights(), compressed.get_weights()):
         np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(saved, want)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), compressed.predict(x, verbose=0), rtol=1e-6)
 
 

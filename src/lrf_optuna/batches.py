@@ -91,7 +91,8 @@ def steps_per_epoch(data, *, batch_size: int, given: int | None) -> int | None:
 
 def calibration_array(data, max_samples: int) -> np.ndarray:
     """Calibration inputs as an array: arrays as they are; from a dataset, PyDataset or generator,
-    the inputs of its first ``max_samples`` samples (batches of ``(x, y)`` or of ``x`` alone)."""
+    the inputs of its first ``max_samples`` samples (batches of ``(x, y)`` or of ``x`` alone).
+    A generator can be read once: later calls with it get the samples the first call read."""
     if isinstance(data, np.ndarray) or not (
         _is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset) or is_one_shot(data)
     ):

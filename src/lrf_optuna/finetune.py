@@ -52,14 +52,14 @@ def _class_ids(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 def _predictions(model: keras.Model, data, batch_size: int):
     """``(predictions, labels)`` pairs: one for arrays, one per batch otherwise."""
-    if is_arrays(data):
+    if is_arrays(data) and len(data) >= 2:
         yield model.predict(data[0], batch_size=batch_size, verbose=0), np.asarray(data[1])
         return
     for x, y, _ in batches(data):
         if y is None:
             raise ValueError(
-                "Invalid `validation_data`: expected batches of (x, y), received batches of x alone. "
-                "Fix: yield the labels with the inputs."
+                "Invalid `validation_data`: expected (x, y) arrays or batches, received x alone. "
+                "Fix: give the labels with the inputs."
             )
         # called directly: predict_on_batch would trace a function per model and batch shape
         yield keras.ops.convert_to_numpy(model(x, training=False)), np.asarray(y)
