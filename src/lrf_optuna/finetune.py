@@ -177,6 +177,16 @@ def _training_model(compressed, teacher, kind: str, loss, *, temperature: float,
     return Distiller(compressed, teacher), combined
 
 
+def _fit(
+    model: keras.Model, data, *, batch_size: int, fit_kwargs: dict, **options
+) -> keras.callbacks.History:
+    if is_arrays(data):
+        return model.fit(*data, batch_size=batch_size, **{"shuffle": True, **options, **fit_kwargs})
+    # fit's shuffle=True reorders a PyDataset's batches; for other data Keras ignores it, with a warning
+    defaults = {} if isinstance(data, keras.utils.PyDataset) else {"shuffle": False}
+    return model.fit(data, **{**defaults, **options, **fit_kwargs})
+
+
 def finetune(
     compressed: keras.Model,
     train_data,
@@ -256,13 +266,9 @@ def finetune(
     model, loss_fn = _training_model(compressed, teacher, kind, loss, temperature=temperature, alpha=alpha)
     metric = "mse" if kind == "regression" else "accuracy"
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss_fn, metrics=metrics or [metric])
-    x, y = train_data if is_arrays(train_data) else (train_data, None)
-    arrays = {"batch_size": batch_size, "shuffle": True} if is_arrays(train_data) else {"shuffle": False}
     start = time.perf_counter()
-    history = model.fit(
-        x, y, epochs=epochs, verbose=verbose, callbacks=[_RecordLearningRate(), *callbacks],
-        **{**arrays, **fit_kwargs},
-    )  # fmt: skip
+    history = _fit(model, train_data, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                   callbacks=[_RecordLearningRate(), *callbacks], fit_kwargs=fit_kwargs)  # fmt: skip
     seconds = time.perf_counter() - start
     # Leave a compile state that serializes and reloads with no custom objects.
     stock = stock_loss(kind, outputs_probabilities(compressed))
