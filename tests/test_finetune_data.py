@@ -248,6 +248,16 @@ def test_calibration_from_a_dataset_is_its_first_samples(data, kind):
     np.testing.assert_array_equal(calibration_subset(x, 50), calibration_subset(x, 50))  # arrays: drawn
 
 
+def test_a_reshuffling_dataset_calibrates_on_the_same_samples_every_time(data):
+    x, _ = data
+    model = tiny(0)
+    shuffled = tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=1).batch(BATCH)
+    first = check_calibration(model, shuffled, max_samples=40)
+    np.testing.assert_array_equal(check_calibration(model, shuffled, max_samples=40), first)
+    assert not np.array_equal(first, x[:40])  # it did shuffle: rows of x in another order
+    assert {row.tobytes() for row in first} <= {row.tobytes() for row in x}
+
+
 def test_bad_calibration_datasets_say_what_to_fix(data):
     x, _ = data
     model = tiny(0)

@@ -17,8 +17,7 @@ import numpy as np
 __all__ = ["batches", "calibration_array", "is_arrays", "is_one_shot", "replayable", "steps_per_epoch"]
 
 DATA_TYPES = "(x, y) arrays, a tf.data.Dataset, a keras.utils.PyDataset or a generator of batches"
-# A one-shot iterator read for calibration gives the same samples to every later caller
-# (run_study checks its calibration input more than once).
+# What calibration_array read from each object, by max_samples
 _READ: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -92,13 +91,25 @@ def steps_per_epoch(data, *, batch_size: int, given: int | None) -> int | None:
 def calibration_array(data, max_samples: int) -> np.ndarray:
     """Calibration inputs as an array: arrays as they are; from a dataset, PyDataset or generator,
     the inputs of its first ``max_samples`` samples (batches of ``(x, y)`` or of ``x`` alone).
-    A generator can be read once: later calls with it get the samples the first call read."""
+
+    Each object is read once per ``max_samples`` (a generator once in all): later calls get the
+    same samples, even from a dataset that reshuffles, since run_study checks its input more than
+    once. Another process reading a reshuffling dataset sees other samples: calibrate on an
+    unshuffled one.
+    """
     if isinstance(data, np.ndarray) or not (
         _is_tf_dataset(data) or isinstance(data, keras.utils.PyDataset) or is_one_shot(data)
     ):
         return data  # arrays and array-likes: checked by the caller
-    if is_one_shot(data) and data in _READ:
-        return _READ[data]
+    read = _READ.setdefault(data, {})
+    if max_samples not in read:
+        read[max_samples] = (
+            next(iter(read.values())) if is_one_shot(data) and read else _read(data, max_samples)
+        )
+    return read[max_samples]
+
+
+def _read(data, max_samples: int) -> np.ndarray:
     parts, count = [], 0
     for x, _, _ in batches(data):
         x = np.asarray(x)
@@ -116,7 +127,4 @@ def calibration_array(data, max_samples: int) -> np.ndarray:
             f"Invalid `calibration_x`: the {type(data).__name__} yielded no samples, expected at least 2. "
             "Fix: pass a dataset that yields batches of model inputs."
         )
-    array = np.concatenate(parts)
-    if is_one_shot(data):
-        _READ[data] = array
-    return array
+    return np.concatenate(parts)
