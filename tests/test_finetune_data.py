@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -271,3 +272,15 @@ def test_bad_calibration_datasets_say_what_to_fix(data):
     bad[3, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"expected finite values, received NaN or Inf"):
         check_calibration(model, tf.data.Dataset.from_tensor_slices(bad).batch(BATCH))
+
+
+def test_profile_from_a_dataset_equals_the_profile_from_its_arrays(data):
+    x, y = data
+    model = tiny(0)
+    settings = lo.ProfileSettings(ranks_per_method=2)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+    got = lo.profile_model(model, dataset, settings=settings, show_progress=False)
+    want = lo.profile_model(model, x, settings=settings, show_progress=False)
+    columns = [c for c in got.columns if c != "seconds"]
+    assert len(got) > 0
+    pd.testing.assert_frame_equal(got[columns], want[columns])
