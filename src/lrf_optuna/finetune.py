@@ -163,7 +163,7 @@ def _training_model(compressed, teacher, kind: str, loss, *, temperature: float,
     probabilities = outputs_probabilities(compressed)
     hard = label_loss(kind, probabilities, loss)
     if teacher is None:
-        return compressed, hard
+        return compressed, hard if loss is None else loss  # the user's loss as given (its reduction)
     shapes = tuple(compressed.outputs[0].shape[1:]), tuple(teacher.outputs[0].shape[1:])
     if shapes[0] != shapes[1]:
         raise ValueError(
