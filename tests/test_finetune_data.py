@@ -284,3 +284,12 @@ def test_profile_from_a_dataset_equals_the_profile_from_its_arrays(data):
     columns = [c for c in got.columns if c != "seconds"]
     assert len(got) > 0
     pd.testing.assert_frame_equal(got[columns], want[columns])
+
+
+def test_without_distillation_the_user_loss_is_compiled_as_given(data):
+    x, y = data
+    summed = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    compressed = lo.materialize(tiny(0, dropout=0.0), {"fc": ("svd", 2)})
+    expected = -np.log(softmax(compressed.predict(x, verbose=0))[np.arange(len(y)), y]).sum()
+    result = lo.finetune(compressed, data, validation_data=data, batch_size=len(x), loss=summed)
+    assert first_step_loss(result) == pytest.approx(expected, rel=1e-5)  # summed, not averaged
