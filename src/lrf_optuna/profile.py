@@ -22,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lrf_optuna.analysis import ModelAnalysis, analyze
+from lrf_optuna.batches import calibration_array
 from lrf_optuna.capture import Captured, capture_groups
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
@@ -86,20 +87,25 @@ class ProfileSettings:
         return dataclasses.replace(self, output_samples=wanted)
 
 
-def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
-    """Calibration inputs as float32, or a ValueError/TypeError saying what is wrong."""
+def check_calibration(model: keras.Model, calibration_x, *, max_samples: int = 256) -> np.ndarray:
+    """Calibration inputs as float32, or a ValueError/TypeError saying what is wrong.
+
+    ``calibration_x``: an array, or a tf.data.Dataset, PyDataset or generator of batches (of
+    ``(x, y)`` or ``x`` alone) whose first ``max_samples`` samples are taken.
+    """
+    calibration_x = calibration_array(calibration_x, max_samples)
     try:
         data = np.asarray(calibration_x)
     except Exception as error:
         raise TypeError(
-            "Invalid `calibration_x`: expected a NumPy array of model inputs, "
+            "Invalid `calibration_x`: expected a NumPy array or dataset of model inputs, "
             f"received {type(calibration_x).__name__}"
         ) from error
     expected = tuple(model.inputs[0].shape[1:])
     if data.ndim != len(expected) + 1 or any(e not in (None, d) for e, d in zip(expected, data.shape[1:])):
         raise ValueError(
             f"Invalid `calibration_x` shape: expected (samples, {', '.join(map(str, expected))}), "
-            f"received {data.shape}"
+            f"received {data.shape}. Fix: pass model inputs (a dataset must yield batches: `.batch(n)`)."
         )
     if len(data) < 2:
         raise ValueError(f"Invalid `calibration_x`: expected at least 2 samples, received {len(data)}")
@@ -239,7 +245,7 @@ def run_profile(
     """Similarity, params and MACs of every candidate; see ``PROFILE_COLUMNS``."""
     settings = settings or ProfileSettings()
     analysis = analysis or analyze(model)
-    data = check_calibration(model, calibration_x)[: settings.max_samples]
+    data = check_calibration(model, calibration_x, max_samples=settings.max_samples)[: settings.max_samples]
     specs = list(analysis.specs.values())
     layers = analysis.layers
     rows: list[dict] = []

@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 
 from lrf_optuna.analysis import analyze
+from lrf_optuna.batches import calibration_array
 from lrf_optuna.cost import Cost
 from lrf_optuna.finetune import FinetuneResult, finetune
 from lrf_optuna.model_io import save_model_atomic, writable_directory
@@ -25,8 +26,10 @@ __all__ = ["Compressed", "calibration_subset", "check_model", "compress_trial"]
 logger = logging.getLogger(__name__)
 
 
-def calibration_subset(x: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray:
-    """``size`` samples drawn without replacement (seeded), or all when fewer."""
+def calibration_subset(x, size: int, *, seed: int = 0) -> np.ndarray:
+    """``size`` samples drawn without replacement (seeded), or all when fewer; from a
+    tf.data.Dataset, PyDataset or generator, its first ``size`` samples."""
+    x = calibration_array(x, size)
     if size >= len(x):
         return np.asarray(x)
     return np.asarray(x)[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
