@@ -293,3 +293,15 @@ def test_without_distillation_the_user_loss_is_compiled_as_given(data):
     expected = -np.log(softmax(compressed.predict(x, verbose=0))[np.arange(len(y)), y]).sum()
     result = lo.finetune(compressed, data, validation_data=data, batch_size=len(x), loss=summed)
     assert first_step_loss(result) == pytest.approx(expected, rel=1e-5)  # summed, not averaged
+
+
+def test_search_reads_as_many_dataset_samples_as_the_profile_keeps():
+    # More than the default 256: a dataset must give the profile's max_samples, not 256.
+    x = np.random.default_rng(3).standard_normal((300, 6, 6, 1)).astype("float32")
+    model = tiny(0)
+    settings = lo.ProfileSettings(ranks_per_method=1, max_samples=300, max_positions=8)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
+    got = lo.profile_model(model, dataset, settings=settings, show_progress=False)
+    want = lo.profile_model(model, x, settings=settings, show_progress=False)
+    columns = [c for c in got.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(got[columns], want[columns])

@@ -47,7 +47,7 @@ def profile_model(
     """The calibration profile (see ``lrf_optuna.profile``), cached under ``cache_dir``."""
     # unresolved output_samples means none: the same cache entry as a default search's
     settings = (settings or ProfileSettings()).for_metric(None)
-    data = check_calibration(model, calibration_x)
+    data = check_calibration(model, calibration_x, max_samples=settings.max_samples)
     analysis = analysis or analyze(model)
     compute = lambda: run_profile(
         model, data, settings=settings, analysis=analysis, show_progress=show_progress
@@ -73,7 +73,7 @@ def make_objective(
     method, SVD for dense layers; ``None`` searches every registered method).
     """
     settings = SearchSettings(**settings_from(settings, options))
-    data = check_calibration(model, calibration_x)
+    data = check_calibration(model, calibration_x, max_samples=settings.profile_settings.max_samples)
     analysis = analyze(model)
     check_weights(model)
     return objective_for(
@@ -165,8 +165,9 @@ def run_study(
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
         raise ValueError(f"Invalid `n_trials`: expected an integer >= 0, received {n_trials!r}")
     asked = settings_from(settings, options)
-    SearchSettings(**asked).space(analysis := analyze(model))  # bad options: refused before any write
-    data = check_calibration(model, calibration_x)
+    asked_settings = SearchSettings(**asked)
+    asked_settings.space(analysis := analyze(model))  # bad options: refused before any write
+    data = check_calibration(model, calibration_x, max_samples=asked_settings.profile_settings.max_samples)
     check_weights(model)
     storage = open_storage(default_storage_url(study_name) if storage is None else storage)
     recorded = stored_settings(storage, study_name)

@@ -96,7 +96,7 @@ def run_worker(
             "`lrf-optuna search --trials 0` and the same --model/--data."
         )
     recorded = SearchSettings.from_study(study)
-    data = check_calibration(model, calibration_x)
+    data = check_calibration(model, calibration_x, max_samples=recorded.profile_settings.max_samples)
     check_weights(model)
     _check_params(study, model)
     refuse_differences(study.study_name, recorded, with_inputs(recorded, model, data, None))
