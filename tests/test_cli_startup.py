@@ -116,9 +116,9 @@ def test_every_public_name_resolves_from_the_module_it_is_declared_in():
 
 
 def test_importing_a_submodule_does_not_hide_the_function_of_the_same_name():
-    # lrf_optuna.finetune is a module and a function; the package attribute stays the function
+    # the package attribute `finetune` is the function, whatever submodules were imported
     code = (
-        "import lrf_optuna.finetune, lrf_optuna.commands\n"
+        "import lrf_optuna.finetuning, lrf_optuna.commands\n"
         "import lrf_optuna as lo\n"
         "from lrf_optuna import finetune, run_study, data\n"
         "print(callable(lo.finetune), finetune is lo.finetune, run_study.__module__, data.__name__)"

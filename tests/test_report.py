@@ -9,7 +9,7 @@ import pandas as pd
 
 import lrf_optuna as lo
 from lrf_optuna.cost import Cost
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
 
 
 def study_with_plans() -> optuna.Study:

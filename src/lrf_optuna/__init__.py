@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must l
     from lrf_optuna.catalog import LayerSpec
     from lrf_optuna.cost import Cost
     from lrf_optuna.factorizers import get_factorizer, methods_for
-    from lrf_optuna.finetune import (
+    from lrf_optuna.finetuning import (
         SCHEDULES,
         FinetuneResult,
         evaluate_accuracy,
@@ -54,7 +54,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "catalog": ("LayerSpec",),
     "cost": ("Cost",),
     "factorizers": ("get_factorizer", "methods_for"),
-    "finetune": ("SCHEDULES", "FinetuneResult", "evaluate_accuracy", "finetune", "learning_rate_schedule"),
+    "finetuning": ("SCHEDULES", "FinetuneResult", "evaluate_accuracy", "finetune", "learning_rate_schedule"),
     "latency": ("RUNTIMES", "Latency", "measure_latency"),
     "layers": ("TTDense", "TuckerDense"),
     "metrics": ("METRICS", "OUTPUT_METRICS"),

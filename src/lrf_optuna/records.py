@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
 from lrf_optuna.study import FINETUNED_FROM
 
 __all__ = ["finetune_records", "record_finetune", "recorded_model"]

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from lrf_optuna.cost import Cost
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
 from lrf_optuna.select import pareto_trials
 
 __all__ = ["decisions_figure", "pareto_figures", "pareto_frame", "summary_table", "write_report"]

@@ -13,7 +13,7 @@ import optuna
 from lrf_optuna.analysis import analyze
 from lrf_optuna.batches import calibration_array
 from lrf_optuna.cost import Cost
-from lrf_optuna.finetune import FinetuneResult, finetune
+from lrf_optuna.finetuning import FinetuneResult, finetune
 from lrf_optuna.model_io import save_model_atomic, writable_directory
 from lrf_optuna.profile_cache import model_fingerprint
 from lrf_optuna.records import record_finetune
