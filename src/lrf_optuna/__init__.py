@@ -11,7 +11,6 @@ import importlib.abc
 import importlib.util
 import logging
 import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must list the same names
@@ -144,19 +143,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    # Importing a submodule sets it as an attribute of the package: `import lrf_optuna.finetune`
-    # (done inside the package) would hide the function `lrf_optuna.finetune` behind its module.
-    # Keep the public name pointing at the function, as the eager imports used to.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _MODULE_OF and _MODULE_OF[name] == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
