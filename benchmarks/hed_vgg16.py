@@ -165,7 +165,7 @@ def run(mode: Mode) -> str:
             evaluate(model, lo.vbmf_plan(lo.analyze(model)), images, reference, original),
         )
     ]
-    for trial in lo.spread_trials(front, mode.front_points):
+    for trial in lo.spread_trials(front, mode.front_points, metric_names=study.metric_names):
         plan = lo.plan_from_trial(model, trial, study=study)
         rows.append(
             (

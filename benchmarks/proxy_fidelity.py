@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                          seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
     scorers = proxies(model, calibration, profile)
     rows = []
-    for trial in lo.spread_trials(lo.pareto_trials(study), args.plans):
+    for trial in lo.spread_trials(lo.pareto_trials(study), args.plans, metric_names=study.metric_names):
         plan = lo.plan_from_trial(model, trial, study=study)
         compressed = lo.materialize(model, plan, seed=args.seed)
         row = {

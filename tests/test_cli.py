@@ -291,3 +291,16 @@ def test_search_flags_default_to_the_record_and_their_help_to_the_dataclass(caps
         assert f"default: {value}" in help_text or f"else {value}" in help_text, value
     for value in (defaults.population_size, data.calibration, data.seed):
         assert f"default: {value})" in help_text or f"else {value})" in help_text, value
+
+
+def test_objective_choices_are_the_librarys():
+    from lrf_optuna.cli import OBJECTIVES
+    from lrf_optuna.objective import OBJECTIVES as LIBRARY
+
+    assert tuple(name for name in LIBRARY if name != "macs") == OBJECTIVES  # "macs": older studies only
+    args = build_parser().parse_args(
+        ["search", "--objectives", "params", "latency", "--latency-runtime", "keras"]
+    )
+    assert (args.objectives, args.latency_runtime) == (["params", "latency"], "keras")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--objectives", "params", "speed"])

@@ -52,8 +52,8 @@ def test_layerwise_all_none_scores_one(model, data, profile, analysis, metric, a
     none_params = {f"{name}.method": "none" for name in LAYERS} | {f"{n}.rank": 3 for n in LAYERS}
     plan = objective.space.plan_of(optuna.trial.FixedTrial(none_params))
     assert plan == {}
-    params, macs, similarity = objective.evaluate(plan)
-    assert (params, macs) == (analysis.cost.params, analysis.cost.macs)
+    params, flops, similarity = objective.evaluate(plan)  # FLOPs = 2 x MACs
+    assert (params, flops) == (analysis.cost.params, 2 * analysis.cost.macs)
     assert similarity == pytest.approx(1.0, abs=1e-6)
 
 
@@ -144,8 +144,8 @@ def test_invalid_choices(model, data, profile, kwargs, match):
 
 @pytest.mark.parametrize("metric", ["cka", "cosine", "nmse"])
 def test_model_proxy_all_none_scores_one(model_objectives, analysis, metric):
-    params, macs, similarity = model_objectives[metric].evaluate({})
-    assert (params, macs) == (analysis.cost.params, analysis.cost.macs)
+    params, flops, similarity = model_objectives[metric].evaluate({})
+    assert (params, flops) == (analysis.cost.params, 2 * analysis.cost.macs)
     assert similarity == pytest.approx(1.0, abs=1e-6)
 
 

@@ -10,7 +10,6 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.objective import DIRECTIONS
 from lrf_optuna.settings import DataSpec
 from lrf_optuna.workflow import compress_trial
 from search_support import calibration, settings, tiny_cnn
@@ -53,7 +52,7 @@ def test_a_study_recorded_before_the_settings_record_reads_as_it_was_searched():
     recorded = lo.SearchSettings.from_attrs(old)
     assert recorded == lo.SearchSettings(
         metric="cka", population_size=20, seed=1, methods={"conv": ["cp", "tucker2"], "dense": ["svd"]},
-        constraints=lo.Constraints(min_similarity=0.5), profile_key="0" * 64,
+        constraints=lo.Constraints(min_similarity=0.5), profile_key="0" * 64, objectives=("params", "macs", "similarity"),
     )  # fmt: skip
     # before 0.2 no methods were recorded: every method had been searched
     assert lo.SearchSettings.from_attrs({"lrf_optuna:base_params": 1}).methods is None
@@ -61,7 +60,8 @@ def test_a_study_recorded_before_the_settings_record_reads_as_it_was_searched():
 
 def test_an_old_study_resumes(model, data, profile, tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    study = optuna.create_study(storage=url, study_name="s", directions=DIRECTIONS)
+    # made before objectives were recorded: (params, macs, similarity), no metric names
+    study = optuna.create_study(storage=url, study_name="s", directions=["minimize", "minimize", "maximize"])
     for key in ("proxy", "metric", "aggregator", "seed", "constraints", "methods", "profile_settings"):
         study.set_user_attr(f"lrf_optuna:{key}", lo.SearchSettings().to_attrs()[f"lrf_optuna:{key}"])
     study.set_user_attr("lrf_optuna:base_params", lo.model_cost(model).params)
@@ -190,7 +190,7 @@ def test_plan_from_trial_and_compress_trial_replay_the_recorded_space(model, dat
         artifact_dir=tmp_path / "artifacts", epochs=1,
     )  # fmt: skip
     assert done.plan == lo.plan_from_trial(model, trials[-1], study=study)
-    assert [done.cost.params, done.cost.macs] == trials[-1].values[:2]
+    assert [done.cost.params, done.cost.flops] == trials[-1].values[:2]
 
 
 def test_compress_trial_refuses_other_weights(model, data, profile, tmp_path):

@@ -216,7 +216,9 @@ def test_study_of_another_model_is_refused(model, data, profile, tmp_path):
 def test_study_with_other_directions_is_refused(model, data, profile, tmp_path):
     url = f"sqlite:///{tmp_path / 'directions.db'}"
     optuna.create_study(storage=url, study_name="quick", direction="minimize")
-    with pytest.raises(ValueError, match="expected directions"):
+    with pytest.raises(
+        ValueError, match=r"expected the directions of objectives \['params', 'flops', 'similarity'\]"
+    ):
         quick_study(model, data, profile, url, 2)
 
 

@@ -15,6 +15,7 @@ import threading
 DEFAULT_MODEL = "studies/models/resnet_small.keras"
 logger = logging.getLogger("lrf_optuna")
 # spelled out (not imported) so that `--help` does not import TensorFlow; a test pins them
+OBJECTIVES = ("params", "flops", "latency", "similarity")  # lo.objective.OBJECTIVES, pinned by a test
 METRICS = ("cka", "cosine", "nmse", "output_cka", "output_cosine", "output_nmse", "weight_error")
 
 
@@ -103,6 +104,25 @@ def _search_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--population", type=int, default=None, help="NSGA population size (default: 50)")
     parser.add_argument("--max-params", type=int, default=None, help="constraint: at most this many params")
     parser.add_argument("--max-macs", type=int, default=None, help="constraint: at most this many MACs")
+    parser.add_argument(
+        "--max-flops", type=int, default=None, help="constraint: at most this many FLOPs (2 x MACs)"
+    )
+    parser.add_argument(
+        "--max-latency-ms", type=float, default=None,
+        help="constraint: predicted latency at most this (ms per batch; see --latency-runtime)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--objectives", nargs="+", choices=OBJECTIVES, default=None,
+        help="2 to 4 objectives (default: params flops similarity; FLOPs = 2 x MACs; latency: "
+        "predicted from a table measured once per model and machine)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-runtime", choices=("tflite", "keras"), default=None,
+        help="where latency is measured (default: tflite, 1 thread)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-batch-size", type=int, default=None, help="batch size of latency (default: 1)"
+    )
     parser.add_argument(
         "--min-similarity", type=float, default=None, help="constraint: similarity at least this"
     )

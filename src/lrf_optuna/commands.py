@@ -18,6 +18,7 @@ from lrf_optuna.analysis import analyze
 from lrf_optuna.cli import DEFAULT_MODEL
 from lrf_optuna.factorizers import methods_for
 from lrf_optuna.model_io import load_arrays, load_inputs, load_model_file, writable_directory
+from lrf_optuna.objective import trial_metrics
 from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.report import summary_table, write_report
 from lrf_optuna.search import profile_model, run_study
@@ -112,8 +113,12 @@ def _search_options(args: argparse.Namespace, recorded: SearchSettings | None) -
     base = recorded or SearchSettings()
     names = {"proxy": "proxy", "metric": "metric", "aggregator": "aggregator", "sampler": "sampler"}
     names |= {"population": "population_size", "exclude": "exclude", "seed": "seed"}
-    names |= {"min_rank_fraction": "min_rank_fraction"}
+    names |= {"min_rank_fraction": "min_rank_fraction", "objectives": "objectives"}
     options = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    latency = {"latency_runtime": "runtime", "latency_batch_size": "batch_size"}
+    given = {field: getattr(args, arg) for arg, field in latency.items() if getattr(args, arg) is not None}
+    if given:
+        options["latency_settings"] = dataclasses.replace(base.latency_settings, **given)
     if args.fixed is not None:
         options["fixed"] = dict(args.fixed)
     if args.conv_methods or args.dense_methods:
@@ -123,7 +128,8 @@ def _search_options(args: argparse.Namespace, recorded: SearchSettings | None) -
             "conv": args.conv_methods or methods["conv"],
             "dense": args.dense_methods or methods["dense"],
         }
-    limits = {name: getattr(args, name) for name in ("max_params", "max_macs", "min_similarity")}
+    limits = ("max_params", "max_macs", "max_flops", "max_latency_ms", "min_similarity")
+    limits = {name: getattr(args, name) for name in limits}
     if any(value is not None for value in limits.values()):  # each flag changes one limit
         given = {name: value for name, value in limits.items() if value is not None}
         options["constraints"] = dataclasses.replace(base.constraints, **given)
@@ -166,7 +172,8 @@ def _finetune(args: argparse.Namespace, inputs: Inputs, model, study, train, tes
         epochs=args.epochs, distill=args.distill, learning_rate=args.learning_rate, schedule=args.schedule,
         seed=inputs.data.seed, input_path=Path(inputs.model),
     )  # fmt: skip
-    show(f"\nTrial {trial.number} (similarity {trial.values[2]:.4f}), {len(done.plan)} layer(s) factorized")
+    similarity = trial_metrics(trial, study.metric_names)["similarity"]
+    show(f"\nTrial {trial.number} (similarity {similarity:.4f}), {len(done.plan)} layer(s) factorized")
     show(summary_table(done.original_cost, done.cost, done.result))
     show(f"\nCompressed model: {done.path}")
     return 0

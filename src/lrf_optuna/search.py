@@ -12,6 +12,7 @@ import optuna
 import pandas as pd
 
 from lrf_optuna.analysis import ModelAnalysis, analyze
+from lrf_optuna.latency_table import latency_table
 from lrf_optuna.objective import Objective
 from lrf_optuna.profile import ProfileSettings, check_calibration, check_weights, run_profile
 from lrf_optuna.profile_cache import cached_profile, data_fingerprint, model_fingerprint, profile_key
@@ -116,7 +117,21 @@ def objective_for(
             )
         scorer = LayerwiseProxy(profile, analysis, metric=settings.metric, aggregator=settings.aggregator)
         _check_profile_covers(space, scorer)
-    return Objective(analysis, space, scorer, constraints=settings.constraints)
+    latency = None
+    if settings.uses_latency:
+        methods = {c.name: tuple(c.useful_ranks) for c in space.layers}
+        methods.update({name: (method,) for name, (method, _) in space.fixed.items()})
+        latency = latency_table(
+            model, settings.latency_settings, methods, cache_dir=cache_dir, analysis=analysis
+        )
+    return Objective(
+        analysis,
+        space,
+        scorer,
+        constraints=settings.constraints,
+        objectives=settings.objectives,
+        latency=latency,
+    )
 
 
 def _check_profile_covers(space: SearchSpace, scorer: LayerwiseProxy) -> None:
@@ -189,6 +204,7 @@ def run_study(
         chosen.sampler_settings(),
         objective.space,
         seeds=hull_params(objective, count=max(1, chosen.population_size // 3)) if hull_seeds else (),
+        objectives=chosen.objectives,
     )
     if not has_record(study):
         record_settings(study, chosen, analysis.cost)

@@ -20,8 +20,9 @@ import optuna
 
 from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.cost import Cost
+from lrf_optuna.latency_table import LatencySettings
 from lrf_optuna.metrics import METRICS
-from lrf_optuna.objective import METRIC_NAMES, Constraints
+from lrf_optuna.objective import DEFAULT_OBJECTIVES, LEGACY_OBJECTIVES, Constraints, check_objectives
 from lrf_optuna.profile import ProfileSettings
 from lrf_optuna.proxy import AGGREGATORS, DEFAULT_AGGREGATOR, DEFAULT_METRIC, LAYERWISE_METRICS
 from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace, methods_record
@@ -75,12 +76,13 @@ class SearchSettings:
     proxy: str = "layerwise"
     metric: str = DEFAULT_METRIC
     aggregator: str = DEFAULT_AGGREGATOR
-    objectives: tuple[str, ...] = tuple(METRIC_NAMES)
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
     constraints: Constraints = dataclasses.field(default_factory=Constraints)
     methods: Iterable[str] | Mapping[str, Iterable[str]] | None = dataclasses.field(
         default_factory=lambda: DEFAULT_METHODS
     )
     profile_settings: ProfileSettings = dataclasses.field(default_factory=ProfileSettings)
+    latency_settings: LatencySettings = dataclasses.field(default_factory=LatencySettings)
     exclude: tuple[str, ...] = ()
     fixed: Mapping[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
     min_rank_fraction: float = 0.0
@@ -99,14 +101,13 @@ class SearchSettings:
         _check_choice("proxy", self.proxy, PROXIES)
         _check_choice("metric", self.metric, LAYERWISE_METRICS if self.proxy == "layerwise" else METRICS)
         _check_choice("aggregator", self.aggregator, AGGREGATORS)
-        set_("objectives", tuple(self.objectives))
-        if self.objectives != tuple(METRIC_NAMES):  # recorded so that a later version may add others
-            raise ValueError(
-                f"Invalid `objectives`: expected {METRIC_NAMES}, received {list(self.objectives)}"
-            )
+        set_("objectives", check_objectives(self.objectives))
         set_("constraints", self.constraints or Constraints())
         set_("profile_settings", self.profile_settings or ProfileSettings())
-        for name, cls in (("constraints", Constraints), ("profile_settings", ProfileSettings)):
+        set_("latency_settings", self.latency_settings or LatencySettings())
+        classes = (("constraints", Constraints), ("profile_settings", ProfileSettings),
+                   ("latency_settings", LatencySettings))  # fmt: skip
+        for name, cls in classes:
             if not isinstance(getattr(self, name), cls):
                 raise TypeError(
                     f"Invalid `{name}`: expected a {cls.__name__}, received {type(getattr(self, name)).__name__}"
@@ -116,6 +117,10 @@ class SearchSettings:
         set_("fixed", normalize_fixed(self.fixed))
         set_("min_rank_fraction", check_min_rank_fraction(self.min_rank_fraction))
         self.sampler_settings()  # validates the sampler's name, population and crossover
+
+    @property
+    def uses_latency(self) -> bool:
+        return "latency" in self.objectives or self.constraints.max_latency_ms is not None
 
     def sampler_settings(self, *, seed: int | None = None) -> SamplerSettings:
         return SamplerSettings(
@@ -141,6 +146,7 @@ class SearchSettings:
             "constraints": dataclasses.asdict(self.constraints),
             "methods": methods_record(self.methods),
             "profile_settings": {**profile, "methods": _list(profile["methods"])},
+            "latency_settings": dataclasses.asdict(self.latency_settings),
             "exclude": list(self.exclude),
             "fixed": {layer: list(choice) for layer, choice in self.fixed.items()},
             "min_rank_fraction": self.min_rank_fraction,
@@ -173,10 +179,11 @@ class SearchSettings:
             proxy=get("proxy") or "layerwise",
             metric=get("metric") or DEFAULT_METRIC,
             aggregator=get("aggregator") or DEFAULT_AGGREGATOR,
-            objectives=tuple(get("objectives") or METRIC_NAMES),
+            objectives=tuple(get("objectives") or LEGACY_OBJECTIVES),
             constraints=Constraints(**(get("constraints") or {})),
             methods=get("methods"),
             profile_settings=ProfileSettings(**profile),
+            latency_settings=LatencySettings(**(get("latency_settings") or {})),
             exclude=tuple(get("exclude") or ()),
             fixed={layer: tuple(choice) for layer, choice in (get("fixed") or {}).items()},
             min_rank_fraction=get("min_rank_fraction") or 0.0,
@@ -198,7 +205,11 @@ class SearchSettings:
     def differences(self, wanted: SearchSettings) -> list[str]:
         """One line per setting of ``wanted`` that would make its trials incomparable with ours."""
         lines = []
-        for name in (*COMPARED, *(("seed",) if self.proxy == "model" else ())):
+        extra = (
+            *(("seed",) if self.proxy == "model" else ()),
+            *(("latency_settings",) if self.uses_latency else ()),
+        )
+        for name in (*COMPARED, *extra):
             lines += _compare(name, getattr(self, name), getattr(wanted, name))
         for name, label in FINGERPRINTS.items():
             ours, theirs = getattr(self, name), getattr(wanted, name)
