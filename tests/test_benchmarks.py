@@ -142,7 +142,7 @@ def test_search_budget_quick():
         ["lenet5", "yes", "24"], ["lenet5", "no", "24"], ["lenet5", "yes", "48"], ["lenet5", "no", "48"],
     ], out  # fmt: skip
     for row in rows:
-        assert float(row[3]) > 0 and int(row[4]) >= 1, row
+        assert int(row[4]) >= 1, row  # (row[3], seconds, may print 0.0 for 24 in-memory trials)
         assert all(cell == "-" or 0 < float(cell) <= 1 for cell in row[5:]), row
 
 
