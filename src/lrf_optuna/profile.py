@@ -27,6 +27,7 @@ from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel
 from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.graph import fresh_copy
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
+from lrf_optuna.statistics import check_calibration
 from lrf_optuna.swap import KernelSwapper
 
 __all__ = [
@@ -84,31 +85,6 @@ class ProfileSettings:
             return self
         wanted = self.max_samples if metric in OUTPUT_METRICS else 0
         return dataclasses.replace(self, output_samples=wanted)
-
-
-def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
-    """Calibration inputs as float32, or a ValueError/TypeError saying what is wrong."""
-    try:
-        data = np.asarray(calibration_x)
-    except Exception as error:
-        raise TypeError(
-            "Invalid `calibration_x`: expected a NumPy array of model inputs, "
-            f"received {type(calibration_x).__name__}"
-        ) from error
-    expected = tuple(model.inputs[0].shape[1:])
-    if data.ndim != len(expected) + 1 or any(e not in (None, d) for e, d in zip(expected, data.shape[1:])):
-        raise ValueError(
-            f"Invalid `calibration_x` shape: expected (samples, {', '.join(map(str, expected))}), "
-            f"received {data.shape}"
-        )
-    if len(data) < 2:
-        raise ValueError(f"Invalid `calibration_x`: expected at least 2 samples, received {len(data)}")
-    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
-        raise TypeError(f"Invalid `calibration_x` dtype: expected real numbers, received {data.dtype}")
-    data = data.astype(np.float32)
-    if not np.isfinite(data).all():
-        raise ValueError("Invalid `calibration_x`: expected finite values, received NaN or Inf")
-    return data
 
 
 def check_weights(model: keras.Model) -> None:
