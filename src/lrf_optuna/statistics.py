@@ -30,6 +30,7 @@ __all__ = [
     "check_calibration",
     "collect_statistics",
     "layer_vectors",
+    "ledoit_wolf",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,12 +146,14 @@ class MomentAccumulator:
         groups, dim, _ = statistics_shape(geom)
         dim = geom.in_per_group if geom.transposed else dim
         self.total = np.zeros((groups, dim, dim))
+        self.fourth = np.zeros(groups)  # sum of ||v||^4, for the Ledoit-Wolf shrinkage
         self.count = 0
 
     def append(self, inputs: np.ndarray) -> None:
         vectors = layer_vectors(self.layer, self.geom, inputs, limit=self.limit, seed=self.seed)
         vectors = vectors.astype(np.float64)
         self.total += np.einsum("gni,gnj->gij", vectors, vectors)
+        self.fourth += np.sum(np.sum(vectors**2, axis=-1) ** 2, axis=-1)
         self.count += vectors.shape[1]
 
     def result(self) -> LayerStatistics:
@@ -158,11 +161,31 @@ class MomentAccumulator:
             raise ValueError(
                 f"No calibration inputs reached layer '{self.geom.name}': expected at least 1 sample"
             )
-        moments = self.total / self.count
+        shrunk = [ledoit_wolf(t / self.count, f, self.count) for t, f in zip(self.total, self.fourth)]
+        moments = np.stack([m for m, _ in shrunk])
         if self.geom.transposed:  # each input position meets every kernel offset
             eye = np.eye(math.prod(self.geom.kernel_size))
             moments = np.stack([np.kron(eye, m) for m in moments])
-        return LayerStatistics(moments, self.count)
+        return LayerStatistics(moments, self.count, tuple(a for _, a in shrunk))
+
+
+def ledoit_wolf(moment: np.ndarray, fourth: float, count: int) -> tuple[np.ndarray, float]:
+    """``((1 - a) S + a tr(S)/D I, a)``: Ledoit and Wolf's (2004) shrinkage of the sample
+    moment ``S`` of ``count`` vectors (``fourth``: sum of their ``||v||^4``).
+
+    With few vectors for the dimension (a Dense layer's inputs, 512 samples) the sample
+    moment overfits them; the shrinkage moves the data-aware factors towards the
+    weight-only ones by as much as the estimate is uncertain (``a`` near 0 with plenty).
+    Positions of one sample are not independent, so ``a`` errs on the small side.
+    """
+    dim = len(moment)
+    mean = float(np.trace(moment)) / dim
+    spread = float(np.sum((moment - mean * np.eye(dim)) ** 2)) / dim
+    if spread <= 0:
+        return moment, 0.0
+    noise = (fourth / count - float(np.sum(moment**2))) / (count * dim)
+    weight = min(max(noise, 0.0), spread) / spread
+    return (1 - weight) * moment + weight * mean * np.eye(dim), weight
 
 
 class _Tap(keras.layers.Layer):

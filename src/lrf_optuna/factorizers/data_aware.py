@@ -47,11 +47,13 @@ class LayerStatistics:
     ``moments[g]`` is ``D x D`` with ``D = prod(kernel_size) * in_per_group`` for
     convolutions (patch order ``(*kernel_size, cin_g)``, as the canonical kernel
     reshaped to ``(D, cout)``) and ``D = in`` for Dense kernels and separable pointwise
-    kernels; ``vectors`` is how many vectors were averaged.
+    kernels; ``vectors`` is how many vectors were averaged, ``shrinkage`` the weight (per
+    group) of the identity already mixed into the moments (``statistics.ledoit_wolf``).
     """
 
     moments: np.ndarray
     vectors: int
+    shrinkage: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.moments.ndim != 3 or self.moments.shape[1] != self.moments.shape[2]:
