@@ -19,9 +19,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from tables import fixed_width, run_line
 
 import lrf_optuna as lo
-from tables import fixed_width, run_line
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent / "studies" / "models"
