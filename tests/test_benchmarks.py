@@ -233,3 +233,26 @@ def test_proxy_fidelity_summary_reads_saved_outputs(tmp_path):
         ["weight error/mean", "0.960", "-", "-0.250", "-", "0.355", "-"],
         ["layerwise cosine/mean (**default**)", "0.975", "0.774", "-", "-", "-", "-"],
     ]
+
+
+def test_data_aware_quick():
+    """Weight-only vs data-aware vs refit on the tiny random CNN: the data-aware factors
+    always reproduce the network better on held-out inputs, the refit does not undo it."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "data_aware.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("data-aware factorization, accuracy before fine-tuning (quick mode)"), out
+    rows = table_rows(out, "model ")
+    assert [row[1] for row in rows] == ["tucker2", "cp", "svd", "spatial_svd", "tt", "tucker"], out
+    for _model, _method, rank, layers, removed, *accuracies, weight, aware, refit in rows:
+        assert rank == "30%" and int(layers) >= 1 and 0 < float(removed) < 100
+        assert all(0 <= float(a) <= 1 for a in accuracies)
+        assert float(aware) < float(weight), out
+        assert float(refit) <= float(aware) + 0.02, out

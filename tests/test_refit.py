@@ -6,10 +6,12 @@ import functools
 
 import keras
 import numpy as np
+import optuna
 import pytest
 
 import lrf_optuna as lo
 from conftest import assert_outputs_close, predict, randomize_weights
+from lrf_optuna.workflow import calibration_subset, plan_calibration, study_factorization
 
 L = keras.layers
 
@@ -87,3 +89,20 @@ def test_costs_and_layers_do_not_depend_on_the_calibration():
 def test_bad_calibration_is_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         lo.materialize(tiny_cnn(), PLANS["svd"], calibration=bad)
+
+
+def test_compress_trial_materializes_as_the_study_profiled():
+    """A study's recorded profile factorization decides how its plans are materialized."""
+    x = calibration()
+    old = optuna.create_study()  # a study from before data-aware factors: weight-only
+    assert study_factorization(old) == ("weights", 256)
+    assert plan_calibration(old, x, None, seed=0) is None
+    with pytest.raises(ValueError, match="scored weight-only factors"):
+        plan_calibration(old, x, x, seed=0)
+    aware = optuna.create_study()
+    aware.set_user_attr("lrf_optuna:profile_settings", {"factorization": "data_aware", "max_samples": 16})
+    assert study_factorization(aware) == ("data_aware", 16)
+    drawn = plan_calibration(aware, x, None, seed=0)
+    np.testing.assert_array_equal(drawn, calibration_subset(x, 16, seed=0))
+    assert len(drawn) == 16
+    np.testing.assert_array_equal(plan_calibration(aware, x, x[:5], seed=0), x[:5])

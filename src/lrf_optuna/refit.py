@@ -33,15 +33,6 @@ __all__ = ["refit_chains"]
 logger = logging.getLogger(__name__)
 
 
-def _recording(model: keras.Model, path: str) -> tuple[keras.Model, list]:
-    """A copy of ``model`` (current weights) appending each call's input of ``path`` to a list."""
-    sink: list[np.ndarray] = []
-    visitor = TapVisitor({path: sink})
-    copy = rebuild(model, visitor)
-    visitor.copy_weights()
-    return copy, sink
-
-
 def _last_geometry(last: Any, path: str) -> LayerGeometry:
     """Enough geometry for ``layer_vectors`` on the chain's last layer (a Dense or a conv)."""
     if isinstance(last, keras.layers.Dense):
@@ -88,20 +79,40 @@ class _Normal:
         return np.linalg.solve(matrix, self.cross + delta * current)
 
 
-def _refit_one(original: keras.Model, compressed: keras.Model, path: str, last_path: str, data, options):
+class _Sink:
+    """Collects the values a tap sees, only while ``active`` (one layer is refit at a time)."""
+
+    def __init__(self):
+        self.active, self.values = False, []
+
+    def append(self, value: np.ndarray) -> None:
+        if self.active:
+            self.values.append(value)
+
+
+def _tapped(model: keras.Model, paths) -> tuple[keras.Model, dict[str, _Sink], dict[str, Any]]:
+    """A copy of ``model`` whose layers at ``paths`` report their inputs to sinks."""
+    sinks = {path: _Sink() for path in paths}
+    visitor = TapVisitor(sinks)
+    copy = rebuild(model, visitor)
+    visitor.copy_weights()
+    return copy, sinks, visitor.by_path
+
+
+def _normal_equations(
+    layer, last, source, target, sinks: tuple[_Sink, _Sink], data, options
+) -> list[_Normal]:
+    """Normal equations of ``last`` (in ``target``) against ``layer``'s pre-activation outputs."""
     batch_size, limit, seed = options
-    source, inputs = _recording(original, path)
-    target, hidden = _recording(compressed, last_path)
-    layer, last = _find(original, path), _find(compressed, last_path)
-    last_geom = _last_geometry(last, path)
-    groups = last_geom.groups
-    twin, normals = None, None
+    inputs, hidden = sinks
+    last_geom = _last_geometry(last, last.name)
+    groups, twin, normals = last_geom.groups, None, None
     for start in range(0, len(data), batch_size):
-        inputs.clear()
-        hidden.clear()
+        inputs.values.clear()
+        hidden.values.clear()
         source(data[start : start + batch_size], training=False)
         target(data[start : start + batch_size], training=False)
-        for x, h in zip(inputs, hidden, strict=True):  # one pair per call of a shared layer
+        for x, h in zip(inputs.values, hidden.values, strict=True):  # a pair per call of a shared layer
             twin = twin or _linear_twin(layer, tuple(x.shape))
             z = channel_rows(_channels_last(keras.ops.convert_to_numpy(twin(x)), layer), limit, seed)
             vectors = layer_vectors(last, last_geom, h, limit=limit, seed=seed).astype(np.float64)
@@ -111,7 +122,7 @@ def _refit_one(original: keras.Model, compressed: keras.Model, path: str, last_p
                 normals = [_Normal(vectors.shape[-1], cout_g, use_bias) for _ in range(groups)]
             for g, normal in enumerate(normals):
                 normal.add(vectors[g], z[:, g * cout_g : (g + 1) * cout_g])
-    _assign(last, normals, groups)
+    return normals
 
 
 def refit_chains(
@@ -129,17 +140,26 @@ def refit_chains(
     ``chains`` maps an original layer's path to the path of its chain's last layer in
     ``compressed``; returns the refit paths (TT/Tucker chains are skipped).
     """
-    done = []
+    chains = {p: q for p, q in chains.items() if not isinstance(_find(compressed, q), TTDense | TuckerDense)}
+    source, inputs, _ = _tapped(original, chains)
+    target, hidden, copies = _tapped(compressed, chains.values())
+    options = (batch_size, max_positions, seed)
     for path, last_path in chains.items():
-        if isinstance(_find(compressed, last_path), TTDense | TuckerDense):
-            continue
-        _refit_one(original, compressed, path, last_path, data, (batch_size, max_positions, seed))
-        done.append(path)
-    logger.info("refit %d chain(s) on %d samples", len(done), len(data))
-    return done
+        sinks = (inputs[path], hidden[last_path])
+        for sink in sinks:
+            sink.active = True
+        layer, last = _find(original, path), copies[last_path]
+        normals = _normal_equations(layer, last, source, target, sinks, data, options)
+        for sink in sinks:
+            sink.active = False
+        _assign([last, _find(compressed, last_path)], normals, _last_geometry(last, path).groups)
+    logger.info("refit %d chain(s) on %d samples", len(chains), len(data))
+    return list(chains)
 
 
-def _assign(last: Any, normals: list[_Normal], groups: int) -> None:
+def _assign(targets: list[Any], normals: list[_Normal], groups: int) -> None:
+    """Solve the normal equations and set the result on every layer of ``targets`` (same weights)."""
+    last = targets[0]
     kernel = keras.ops.convert_to_numpy(last.kernel)
     bias = keras.ops.convert_to_numpy(last.bias) if getattr(last, "use_bias", False) else None
     cout_g = kernel.shape[-1] // groups
@@ -155,9 +175,10 @@ def _assign(last: Any, normals: list[_Normal], groups: int) -> None:
         )
         if bias is not None:
             new_bias[block] = solution[-1]
-    last.kernel.assign(new_kernel)
-    if bias is not None:
-        last.bias.assign(new_bias)
+    for layer in targets:
+        layer.kernel.assign(new_kernel)
+        if bias is not None:
+            layer.bias.assign(new_bias)
 
 
 def _find(model: keras.Model, path: str) -> Any:

@@ -151,9 +151,11 @@ class MomentAccumulator:
 
     def append(self, inputs: np.ndarray) -> None:
         vectors = layer_vectors(self.layer, self.geom, inputs, limit=self.limit, seed=self.seed)
-        vectors = vectors.astype(np.float64)
-        self.total += np.einsum("gni,gnj->gij", vectors, vectors)
-        self.fourth += np.sum(np.sum(vectors**2, axis=-1) ** 2, axis=-1)
+        # float32 BLAS per batch (einsum does not use BLAS here), float64 across batches
+        for group, part in enumerate(vectors):
+            part = np.ascontiguousarray(part)
+            self.total[group] += part.T @ part
+        self.fourth += np.sum(np.sum(vectors.astype(np.float64) ** 2, axis=-1) ** 2, axis=-1)
         self.count += vectors.shape[1]
 
     def result(self) -> LayerStatistics:

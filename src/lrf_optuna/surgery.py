@@ -74,7 +74,7 @@ def materialize(
     analysis: ModelAnalysis | None = None,
     calibration: np.ndarray | None = None,
     refit: bool = True,
-    batch_size: int = 32,
+    batch_size: int = 128,
     max_positions: int = STATISTICS_POSITIONS,
 ) -> keras.Model:
     """A new model where each layer named in ``plan`` is replaced by its factorization.
