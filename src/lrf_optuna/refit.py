@@ -10,8 +10,9 @@ accumulated batch by batch at the statistics' subset of positions, with a ridge
 towards the current weights (``RIDGE``, relative), so directions the data never
 excites keep the data-aware factors. One pass of both models per refit layer.
 
-Chains whose last stage is a TT or Tucker layer (Dense ``tt``/``tucker``) are not refit:
-their last core is not a stock layer's kernel.
+Chains whose last stage is a TT or Tucker layer (Dense ``tt``/``tucker``) are not refit
+(their last core is not a stock layer's kernel), nor those ending in a transposed conv
+(``spatial_svd`` of a transposed conv: its kernel does not multiply input patches).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from lrf_optuna.statistics import TapVisitor, channel_rows, layer_vectors
 __all__ = ["refit_chains"]
 
 logger = logging.getLogger(__name__)
+L = keras.layers
+# Last layers whose kernel does not multiply per-position patches of their input.
+_NOT_REFIT = (TTDense, TuckerDense, L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 
 
 def _last_geometry(last: Any, path: str) -> LayerGeometry:
@@ -138,9 +142,9 @@ def refit_chains(
     """Refit, in the order given (graph order), the last layer of each chain in place.
 
     ``chains`` maps an original layer's path to the path of its chain's last layer in
-    ``compressed``; returns the refit paths (TT/Tucker chains are skipped).
+    ``compressed``; returns the refit paths (TT/Tucker/transposed last layers are skipped).
     """
-    chains = {p: q for p, q in chains.items() if not isinstance(_find(compressed, q), TTDense | TuckerDense)}
+    chains = {p: q for p, q in chains.items() if not isinstance(_find(compressed, q), _NOT_REFIT)}
     source, inputs, _ = _tapped(original, chains)
     target, hidden, copies = _tapped(compressed, chains.values())
     options = (batch_size, max_positions, seed)

@@ -12,9 +12,10 @@ import functools
 import keras
 import numpy as np
 import pytest
-from test_contract import ALL_PAIRS, CASE_BY_ID, CASE_IDS, EXACT_PAIRS, built, low_rank
+from test_contract import ALL_PAIRS, CASE_BY_ID, CASE_IDS, EXACT_PAIRS, NAME, built, low_rank
 
-from conftest import assert_outputs_close, canonical_kernel
+import lrf_optuna as lo
+from conftest import assert_outputs_close, canonical_kernel, predict
 from lrf_optuna.factorizers.data_aware import LayerStatistics, output_error
 from lrf_optuna.statistics import MomentAccumulator, layer_vectors
 
@@ -143,3 +144,26 @@ def test_rank_deficient_moment_is_safe_and_exact_at_full_rank(case_id, method):
         kernels = factorizer.decompose(kernel, b.geom, rank, seed=0, stats=stats)
         assert all(np.isfinite(k).all() for k in kernels)
     assert_outputs_close(factorizer.reconstruct(kernels, b.geom, rank), kernel, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("case_id", "method"), EXACT_PAIRS)
+def test_materialize_with_calibration_and_refit_is_exact_at_full_rank(case_id, method):
+    """Every layer kind through the Keras path: statistics pass, data-aware chain, refit."""
+    b = built(case_id)
+    x = anisotropic_input(case_id)
+    plan = {NAME: (method, b.spec.max_rank)}
+    compressed = lo.materialize(b.model, plan, calibration=x)
+    assert_outputs_close(predict(compressed, x), predict(b.model, x), rtol=1e-4)
+
+
+@pytest.mark.parametrize(("case_id", "method"), ALL_PAIRS)
+def test_refit_lowers_the_calibration_error_of_every_layer_kind(case_id, method):
+    b = built(case_id)
+    x = anisotropic_input(case_id)
+    plan = {NAME: (method, low_rank(b, method))}
+    reference = predict(b.model, x)
+    error = lambda m: float(np.linalg.norm(predict(m, x) - reference))
+    aware = lo.materialize(b.model, plan, calibration=x, refit=False)
+    refit = lo.materialize(b.model, plan, calibration=x)
+    assert [w.shape for w in refit.weights] == [w.shape for w in aware.weights]
+    assert error(refit) <= error(aware) * (1 + 1e-4) + 1e-6
