@@ -166,7 +166,7 @@ def run(mode: Mode) -> str:
         )
     ]
     for trial in lo.spread_trials(front, mode.front_points):
-        plan = lo.plan_from_trial(model, trial)
+        plan = lo.plan_from_trial(model, trial, study=study)
         rows.append(
             (
                 f"hybrid #{trial.number}",

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     scorers = proxies(model, calibration, profile)
     rows = []
     for trial in lo.spread_trials(lo.pareto_trials(study), args.plans):
-        plan = lo.plan_from_trial(model, trial)
+        plan = lo.plan_from_trial(model, trial, study=study)
         compressed = lo.materialize(model, plan, seed=args.seed)
         row = {
             "trial": trial.number,

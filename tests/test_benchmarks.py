@@ -235,19 +235,48 @@ def test_proxy_fidelity_summary_reads_saved_outputs(tmp_path):
     ]
 
 
+def test_stage_layers_quick():
+    out = run_quick("stage_layers.py")
+    assert out.startswith("replacement-chain layers on TensorFlow CPU kernels (quick mode)"), out
+    rows = [line for line in out.splitlines() if line.rstrip()[-1:].isdigit()]
+    timed = {line[:42].strip(): float(line.split()[-1]) for line in rows}
+    assert "CP spatial stage, built" in timed and "CP spatial stage, before" in timed, out
+    assert len(timed) == 16 and all(ms > 0 for ms in timed.values()), out
+
+
+def test_latency_quick(monkeypatch):
+    out = run_quick("latency.py")
+    assert out.startswith("latency (quick mode)"), out
+    rows = table_rows(out, "model  ")
+    labels = ["original", "tucker2 1/4", "cp 1/4", "svd 1/4", "search knee"]
+    assert [row[1].split(" (")[0] for row in rows] == labels, out
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import latency
+
+    import lrf_optuna as lo
+
+    model = latency.tiny_model()
+    # 3x3 conv 1->16 on 12x12, 3x3 conv 16->32 stride 2, dense 512->32, dense 32->10
+    assert rows[0][2:4] == ["21546", f"{2 * (100 * 144 + 16 * 4608 + 512 * 32 + 320) / 1e6:.2f}"]
+    for row, method in zip(rows[1:4], latency.CONV_METHODS):
+        plan = latency.quarter_plan(model, method)
+        cost = lo.plan_cost(model, plan)
+        assert row[1] == f"{method} 1/4 ({len(plan)} layers)" and int(row[2]) == cost.params < 21546
+        assert float(row[3]) == pytest.approx(2 * cost.macs / 1e6, abs=0.005)
+        assert float(row[4]) < float(rows[0][4])  # a smaller .tflite
+    assert int(rows[4][2]) < 21546  # the knee compresses
+    for row in rows:
+        k1, x1, k8, x8, t1, xt = (float(v) for v in row[5:])
+        assert min(k1, k8, t1, x1, x8, xt) > 0
+        assert x1 == pytest.approx(k1 / float(rows[0][5]), rel=0.02, abs=0.01)
+        assert x8 == pytest.approx(k8 / float(rows[0][7]), rel=0.02, abs=0.01)
+    assert [float(v) for v in rows[0][6::2]] == [1.0, 1.0, 1.0]
+
+
 def test_data_aware_quick():
     """Weight-only vs data-aware vs refit on the tiny random CNN: the data-aware factors
     always reproduce the network better on held-out inputs, the refit does not undo it."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "data_aware.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = run_quick("data_aware.py")
     assert out.startswith("data-aware factorization, accuracy before fine-tuning (quick mode)"), out
     rows = table_rows(out, "model ")
     assert [row[1] for row in rows] == ["tucker2", "cp", "svd", "spatial_svd", "tt", "tucker"], out

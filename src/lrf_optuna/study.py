@@ -20,6 +20,7 @@ FINETUNED_FROM = "lrf_optuna:finetuned_from"  # user attr of fine-tuning record 
 __all__ = [
     "GracefulInterrupt",
     "SamplerSettings",
+    "StopAtBudget",
     "anchor_params",
     "check_space",
     "complete_search_trials",
@@ -177,6 +178,20 @@ def complete_search_trials(study: optuna.Study) -> int:
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     """Trials still to run so that ``n_trials`` are COMPLETE (a RUNNING one does not count)."""
     return max(0, n_trials - complete_search_trials(study))
+
+
+@dataclasses.dataclass(frozen=True)
+class StopAtBudget:
+    """Callback: stop once ``n_trials`` search trials are COMPLETE.
+
+    Unlike ``optuna.study.MaxTrialsCallback``, fine-tuning record trials never count.
+    """
+
+    n_trials: int
+
+    def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if remaining_trials(study, self.n_trials) == 0:
+            study.stop()
 
 
 class GracefulInterrupt:

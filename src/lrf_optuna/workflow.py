@@ -14,11 +14,20 @@ from lrf_optuna.analysis import analyze
 from lrf_optuna.cost import Cost
 from lrf_optuna.finetune import FinetuneResult, finetune
 from lrf_optuna.model_io import save_model_atomic, writable_directory
+from lrf_optuna.profile_cache import model_fingerprint
 from lrf_optuna.records import record_finetune
-from lrf_optuna.search_space import SearchSpace
+from lrf_optuna.search import plan_from_trial
+from lrf_optuna.settings import SearchSettings
 from lrf_optuna.surgery import materialize
 
-__all__ = ["Compressed", "calibration_subset", "compress_trial", "plan_calibration", "study_factorization"]
+__all__ = [
+    "Compressed",
+    "calibration_subset",
+    "check_model",
+    "compress_trial",
+    "plan_calibration",
+    "study_factorization",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +42,8 @@ def calibration_subset(x: np.ndarray, size: int, *, seed: int = 0) -> np.ndarray
 def study_factorization(study: optuna.Study) -> tuple[str, int]:
     """``(factorization, samples)`` of the profile the study searched: "data_aware" or
     "weights" ("weights" for studies from before data-aware factors), and its calibration size."""
-    settings = study.user_attrs.get("lrf_optuna:profile_settings") or {}
-    return settings.get("factorization", "weights"), int(settings.get("max_samples", 256))
+    profile = SearchSettings.from_study(study).profile_settings
+    return profile.factorization, profile.max_samples
 
 
 def plan_calibration(study: optuna.Study, train_x: np.ndarray, calibration, seed: int) -> np.ndarray | None:
@@ -50,6 +59,17 @@ def plan_calibration(study: optuna.Study, train_x: np.ndarray, calibration, seed
         return None
     # The same number of samples as the profile (which the CLI draws with the same seed).
     return calibration if calibration is not None else calibration_subset(train_x, samples, seed=seed)
+
+
+def check_model(study: optuna.Study, model: keras.Model) -> None:
+    """ValueError when ``model``'s weights are not those the study recorded (when it did)."""
+    recorded = SearchSettings.from_study(study)
+    if recorded.model_fingerprint and recorded.model_fingerprint != model_fingerprint(model):
+        where = f" ({recorded.model_path})" if recorded.model_path else ""
+        raise ValueError(
+            f"Invalid model for study '{study.study_name}': expected the model it was searched "
+            f"with{where}, received one with other weights. Pass that model (--model PATH)."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +109,9 @@ def compress_trial(
     weight-only (then passing ``calibration`` is an error).
     """
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
+    check_model(study, model)
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
-    # Replay in the space the study searched (None, in studies from before 0.2: every method).
-    methods = study.user_attrs.get("lrf_optuna:methods")
-    plan = SearchSpace.from_analysis(analysis, methods=methods).plan_of(trial)
+    plan = plan_from_trial(analysis, trial, study=study)  # in the space the study recorded
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
     data = plan_calibration(study, train[0], calibration, seed)
     compressed = materialize(model, plan, seed=seed, analysis=analysis, calibration=data, refit=refit)
