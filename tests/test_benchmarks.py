@@ -271,3 +271,17 @@ def test_latency_quick(monkeypatch):
         assert x1 == pytest.approx(k1 / float(rows[0][5]), rel=0.02, abs=0.01)
         assert x8 == pytest.approx(k8 / float(rows[0][7]), rel=0.02, abs=0.01)
     assert [float(v) for v in rows[0][6::2]] == [1.0, 1.0, 1.0]
+
+
+def test_data_aware_quick():
+    """Weight-only vs data-aware vs refit on the tiny random CNN: the data-aware factors
+    always reproduce the network better on held-out inputs, the refit does not undo it."""
+    out = run_quick("data_aware.py")
+    assert out.startswith("data-aware factorization, accuracy before fine-tuning (quick mode)"), out
+    rows = table_rows(out, "model ")
+    assert [row[1] for row in rows] == ["tucker2", "cp", "svd", "spatial_svd", "tt", "tucker"], out
+    for _model, _method, rank, layers, removed, *accuracies, weight, aware, refit in rows:
+        assert rank == "30%" and int(layers) >= 1 and 0 < float(removed) < 100
+        assert all(0 <= float(a) <= 1 for a in accuracies)
+        assert float(aware) < float(weight), out
+        assert float(refit) <= float(aware) + 0.02, out

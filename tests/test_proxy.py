@@ -9,6 +9,8 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
+from lrf_optuna.proxy import ModelProxy
+from lrf_optuna.statistics import collect_statistics
 from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings
 
 PLANS = [
@@ -158,6 +160,18 @@ def test_model_proxy_equals_materialized_model(model, data, model_objectives, pl
     similarity = model_objectives[metric].evaluate(plan)[2]
     assert similarity == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert similarity < 0.9999
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=["one-layer", "two-layers", "all-layers"])
+def test_model_proxy_with_statistics_equals_data_aware_materialize(model, data, analysis, plan):
+    layers = {name: (analysis.layers[name], spec.geometry) for name, spec in analysis.specs.items()}
+    stats = collect_statistics(model, layers, data, batch_size=128, max_positions=64, seed=0)
+    proxy = ModelProxy(model, analysis, data, metric="cosine", stats=stats)
+    candidate = predict(lo.materialize(model, plan, calibration=data, refit=False), data)
+    expected = METRIC_FUNCTIONS["cosine"](predict(model, data), candidate)
+    assert proxy(analysis.resolve(plan)) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    weight_only = ModelProxy(model, analysis, data, metric="cosine")(analysis.resolve(plan))
+    assert abs(weight_only - expected) > 1e-4  # the statistics really change the kernels
 
 
 def test_model_proxy_restores_kernels(model, data, model_objectives):

@@ -83,7 +83,14 @@ DIFFERENCES = [
         "methods: study has {'conv': ['tucker2', 'cp', 'svd', 'spatial_svd'], 'dense': ['svd']}, "
         "this run asks {'conv': ['cp'], 'dense': ['svd']}",
     ),
-    ({"profile_settings": settings()}, "profile_settings.ranks_per_method: study has 8, this run asks 4"),
+    (
+        {"profile_settings": settings(factorization="data_aware")},  # the default, but for the ranks
+        "profile_settings.ranks_per_method: study has 8, this run asks 4",
+    ),
+    (
+        {"profile_settings": lo.ProfileSettings(factorization="weights")},
+        "profile_settings.factorization: study has 'data_aware', this run asks 'weights'",
+    ),
     ({"exclude": ["c1"]}, "exclude: study has [], this run asks ['c1']"),
     ({"fixed": {"c1": ("svd", 2)}}, "fixed: study has {}, this run asks {'c1': ['svd', 2]}"),
     ({"min_rank_fraction": 0.5}, "min_rank_fraction: study has 0.0, this run asks 0.5"),

@@ -173,6 +173,8 @@ class SearchSettings:
         }
         if profile.get("methods") is not None:
             profile["methods"] = tuple(profile["methods"])
+        # Before data-aware factors every profile factorized the weights alone.
+        profile.setdefault("factorization", "weights")
         sampler = get("sampler") or {}
         data_spec = get("data_spec")
         return cls(

@@ -21,7 +21,14 @@ from lrf_optuna.search import plan_from_trial
 from lrf_optuna.settings import SearchSettings
 from lrf_optuna.surgery import materialize
 
-__all__ = ["Compressed", "calibration_subset", "check_model", "compress_trial"]
+__all__ = [
+    "Compressed",
+    "calibration_subset",
+    "check_model",
+    "compress_trial",
+    "plan_calibration",
+    "study_factorization",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,28 @@ def calibration_subset(x, size: int, *, seed: int = 0) -> np.ndarray:
     if size >= len(x):
         return np.asarray(x)
     return np.asarray(x)[np.sort(np.random.default_rng(seed).choice(len(x), size, replace=False))]
+
+
+def study_factorization(study: optuna.Study) -> tuple[str, int]:
+    """``(factorization, samples)`` of the profile the study searched: "data_aware" or
+    "weights" ("weights" for studies from before data-aware factors), and its calibration size."""
+    profile = SearchSettings.from_study(study).profile_settings
+    return profile.factorization, profile.max_samples
+
+
+def plan_calibration(study: optuna.Study, train_x: np.ndarray, calibration, seed: int) -> np.ndarray | None:
+    """The calibration inputs to materialize the study's plans with, or None (weight-only)."""
+    factorization, samples = study_factorization(study)
+    if factorization == "weights":
+        if calibration is not None:
+            raise ValueError(
+                f"Invalid `calibration`: study '{study.study_name}' scored weight-only factors "
+                "(profile factorization 'weights'), so its plans must be materialized without "
+                "calibration data. Pass calibration=None, or search again with the data-aware profile."
+            )
+        return None
+    # The same number of samples as the profile (which the CLI draws with the same seed).
+    return calibration if calibration is not None else calibration_subset(train_x, samples, seed=seed)
 
 
 def check_model(study: optuna.Study, model: keras.Model) -> None:
@@ -71,18 +100,24 @@ def compress_trial(
     schedule: str | None = None,
     seed: int = 0,
     input_path: Path | None = None,
+    calibration: np.ndarray | None = None,
+    refit: bool = True,
 ) -> Compressed:
     """Materialize ``trial``'s plan, fine-tune it once, save it, record it in the study.
 
     ``distill``, ``learning_rate`` and ``schedule`` left at None take ``finetune``'s defaults
-    (distilled from ``model``).
+    (distilled from ``model``). The plan is factorized as the study's profile did
+    (``study_factorization``): data-aware on ``calibration`` (default: as many training
+    samples as the profile, drawn with ``seed``) then refit unless ``refit=False``, or
+    weight-only (then passing ``calibration`` is an error).
     """
     writable_directory(Path(output).parent, option="--output directory")  # fail before training
     check_model(study, model)
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
     plan = plan_from_trial(analysis, trial, study=study)  # in the space the study recorded
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
-    compressed = materialize(model, plan, seed=seed, analysis=analysis)
+    data = plan_calibration(study, train[0], calibration, seed)
+    compressed = materialize(model, plan, seed=seed, analysis=analysis, calibration=data, refit=refit)
     optimizer = {"learning_rate": learning_rate, "schedule": schedule}
     result = finetune(
         compressed, train, validation_data=test, epochs=epochs, original=model, distill=distill, seed=seed,
