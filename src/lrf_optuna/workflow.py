@@ -117,7 +117,11 @@ def compress_trial(
     plan = plan_from_trial(analysis, trial, study=study)  # in the space the study recorded
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
     data = plan_calibration(study, train[0], calibration, seed)
-    compressed = materialize(model, plan, seed=seed, analysis=analysis, calibration=data, refit=refit)
+    # the statistics at the profile's positions: the factors the search scored
+    positions = SearchSettings.from_study(study).profile_settings.max_positions
+    compressed = materialize(
+        model, plan, seed=seed, analysis=analysis, calibration=data, refit=refit, max_positions=positions
+    )
     optimizer = {"learning_rate": learning_rate, "schedule": schedule}
     result = finetune(
         compressed, train, validation_data=test, epochs=epochs, original=model, distill=distill, seed=seed,
