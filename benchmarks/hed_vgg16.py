@@ -123,8 +123,9 @@ def similarity(model: keras.Model, images: np.ndarray, reference: list[np.ndarra
     }
 
 
-def evaluate(model, plan, images, reference, original) -> dict:
-    compressed = lo.materialize(model, plan, seed=0)
+def evaluate(model, plan, images, reference, original, calibration=None) -> dict:
+    """``calibration``: factorize data-aware (then refit), as the default search profiles."""
+    compressed = lo.materialize(model, plan, seed=0, calibration=calibration)
     cost = lo.model_cost(compressed)
     return {
         "params_removed": 1 - cost.params / original.params,
@@ -171,7 +172,7 @@ def run(mode: Mode) -> str:
             (
                 f"hybrid #{trial.number}",
                 f"{trial.values[2]:.4f}",
-                evaluate(model, plan, images, reference, original),
+                evaluate(model, plan, images, reference, original, calibration),
             )
         )
 

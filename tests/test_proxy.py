@@ -212,3 +212,16 @@ def test_model_proxy_on_a_nested_model():
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
     assert objective.evaluate({})[2] == pytest.approx(1.0, abs=1e-6)
     assert isinstance(objective.proxy.swapper.copy, keras.Model)
+
+
+def test_model_proxy_search_scores_the_factors_materialize_builds(model, data, analysis):
+    # A data-aware profile setting makes the model proxy score data-aware kernels, with the
+    # statistics materialize collects at the same positions.
+    profile_settings = settings(factorization="data_aware", max_positions=64)
+    objective = lo.make_objective(
+        model, data, proxy="model", metric="cosine", profile_settings=profile_settings
+    )
+    plan = PLANS[1]
+    candidate = lo.materialize(model, plan, calibration=data, refit=False, max_positions=64)
+    expected = METRIC_FUNCTIONS["cosine"](predict(model, data), predict(candidate, data))
+    assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4, abs=1e-5)

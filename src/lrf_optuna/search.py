@@ -27,6 +27,7 @@ from lrf_optuna.settings import (
     settings_from,
     stored_settings,
 )
+from lrf_optuna.statistics import collect_statistics
 from lrf_optuna.storage import default_storage_url, open_storage
 from lrf_optuna.study import GracefulInterrupt, StopAtBudget, open_study, remaining_trials
 
@@ -102,9 +103,18 @@ def objective_for(
     space = settings.space(analysis)
     profile_settings = settings.profile_settings.for_metric(settings.metric)
     if settings.proxy == "model":
-        scorer = ModelProxy(
-            model, analysis, data[: profile_settings.max_samples], metric=settings.metric, seed=settings.seed
-        )
+        data = data[: profile_settings.max_samples]
+        stats = None
+        if profile_settings.factorization == "data_aware":  # score the factors materialize will build
+            layers = {
+                c.name: (analysis.layers[c.name], analysis.specs[c.name].geometry) for c in space.layers
+            }
+            layers.update({n: (analysis.layers[n], analysis.specs[n].geometry) for n in space.fixed})
+            stats = collect_statistics(
+                model, layers, data, batch_size=profile_settings.batch_size,
+                max_positions=profile_settings.max_positions, seed=profile_settings.seed,
+            )  # fmt: skip
+        scorer = ModelProxy(model, analysis, data, metric=settings.metric, seed=settings.seed, stats=stats)
     else:
         if profile is None:
             profile = profile_model(
