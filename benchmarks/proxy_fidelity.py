@@ -12,11 +12,11 @@ proxy knows about accuracy beyond how much a plan removes, which dominates along
 Fine-tuning is ``lo.finetune``'s default, distilled from the original (``--no-distill``:
 labels only).
 
-    python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # README numbers
+    python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # the numbers in docs/results.md
     python benchmarks/proxy_fidelity.py --quick                      # smoke test
     python benchmarks/proxy_fidelity.py --summary benchmarks/results/proxy_fidelity_*.txt
 
-``--summary`` reads saved outputs back and prints the README's cross-model table (Markdown):
+``--summary`` reads saved outputs back and prints docs/results.md's cross-model table (Markdown):
 every proxy after fine-tuning, raw and given params, per model and on average.
 """
 
