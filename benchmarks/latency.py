@@ -65,8 +65,7 @@ def quarter_plan(model: keras.Model, conv_method: str) -> dict[str, tuple[str, i
 
 def knee_plan(model: keras.Model, study: optuna.Study) -> dict[str, tuple[str, int]]:
     """The plan of the study's Pareto knee (what ``lrf-optuna finetune`` picks by default)."""
-    methods = study.user_attrs.get("lrf_optuna:methods")
-    return lo.plan_from_trial(model, lo.select_trial(study), methods=methods)
+    return lo.plan_from_trial(model, lo.select_trial(study), study=study)
 
 
 def measure(model: keras.Model, settings: Settings) -> list[float]:
