@@ -3,7 +3,10 @@
 ``rebuild`` recreates a Sequential or Functional model (nested models included,
 recursively) through ``keras.models.clone_model``; a visitor decides what each layer
 becomes and how each call is made, so one call can turn into a chain of layers.
-Sequential models (top level or nested) come back as Functional ones.
+Sequential models (top level or nested) come back as Functional ones. Raw operations
+on Keras tensors (``a + b``, ``keras.ops.relu(x)``, ``x[:, 0]``) are ``keras.Operation``s
+that are not layers: they hold no weights, so the walker carries them over itself and
+visitors only ever see layers.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from typing import Any, Protocol
 
 import keras
 
-__all__ = ["CopyVisitor", "GraphVisitor", "check_graph_model", "copy_model", "fresh_copy", "rebuild"]
+__all__ = [
+    "CopyVisitor",
+    "GraphVisitor",
+    "carry_operation",
+    "check_graph_model",
+    "copy_model",
+    "fresh_copy",
+    "rebuild",
+]
 
 SUBCLASSED_HELP = (
     "lrf_optuna needs the layer graph, which a subclassed model does not expose. "
@@ -51,8 +62,23 @@ def check_graph_model(model: Any) -> None:
 
 
 def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new, unbuilt layer with the same configuration (weights are copied later)."""
+    """A new, unbuilt layer with the same configuration (weights are copied later).
+
+    A ``Lambda`` layer is reused as it is: its Python function does not survive a config
+    round trip (safe mode refuses it; globals and closures are lost), and it has no weights.
+    """
+    if isinstance(layer, keras.layers.Lambda):
+        return layer
     return layer.__class__.from_config(layer.get_config())
+
+
+def carry_operation(operation: keras.Operation) -> keras.Operation:
+    """A raw operation for the new graph: a fresh one from its config, as clone_model's default
+    does, or the operation itself when it has no config (it has no weights to share)."""
+    try:
+        return operation.__class__.from_config(operation.get_config())
+    except NotImplementedError:
+        return operation
 
 
 class CopyVisitor:
@@ -81,6 +107,10 @@ def _is_model(layer: Any) -> bool:
     return isinstance(layer, keras.Model)
 
 
+def _is_raw_operation(operation: Any) -> bool:
+    return not isinstance(operation, keras.layers.Layer)
+
+
 class _Walker:
     def __init__(self, visitor: GraphVisitor):
         self.visitor = visitor
@@ -92,6 +122,8 @@ class _Walker:
             if _is_model(layer):
                 check_graph_model(layer)
                 new = self.rebuild(layer, prefix=path + "/")
+            elif _is_raw_operation(layer):
+                new = carry_operation(layer)
             else:
                 new = self.visitor.clone(layer, path)
             self.replacements[id(layer)] = new
@@ -100,7 +132,7 @@ class _Walker:
 
     def call(self, new: Any, *args, **kwargs) -> Any:
         layer, path = self.originals[id(new)]
-        if _is_model(layer):
+        if _is_model(layer) or _is_raw_operation(layer):
             return new(*args, **kwargs)
         return self.visitor.call(layer, new, path, *args, **kwargs)
 
