@@ -44,6 +44,15 @@ def ops_model() -> keras.Model:
     return randomize_weights(keras.Model(inputs, L.Dense(4, name="fc")(x), name="ops_graph"), seed=3)
 
 
+def two_input_model() -> keras.Model:
+    """Two ``keras.Input``s, one conv per input, joined by a raw ``concatenate``."""
+    image = keras.Input((8, 8, 3), name="image")
+    extra = keras.Input((5,), name="extra")
+    x = keras.ops.mean(L.Conv2D(6, 3, name="conv")(image), axis=(1, 2))
+    y = keras.ops.concatenate([x, L.Dense(4, name="side")(extra)], axis=-1)
+    return randomize_weights(keras.Model([image, extra], L.Dense(3, name="fc")(y), name="two_in"), seed=4)
+
+
 def raw_ops(model: keras.Model) -> list[keras.Operation]:
     return [op for op in model.operations if not isinstance(op, L.Layer)]
 
@@ -244,3 +253,43 @@ def test_run_study_and_model_proxy(ops_profile):
         predict(model, x).astype(np.float64), predict(compressed, x).astype(np.float64)
     )
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- two inputs
+
+
+def two_inputs(samples: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(2)
+    return [rng.standard_normal((samples, 8, 8, 3)).astype("float32"), rng.standard_normal((samples, 5))]
+
+
+def test_two_input_model_analyzes_and_materializes(tmp_path):
+    model = two_input_model()
+    analysis = lo.analyze(model)
+    assert list(analysis.specs) == ["conv", "side", "fc"]
+    x = two_inputs()
+    exact = lo.materialize(model, full_rank_plan(model))
+    assert_outputs_close(predict(exact, x), predict(model, x))
+    plan = {"conv": ("tucker2", 2), "side": ("svd", 2), "fc": ("svd", 1)}
+    compressed = lo.materialize(model, plan)
+    assert_outputs_close(predict(compressed, x), predict(reference_model(model, plan), x))
+    assert lo.plan_cost(model, plan) == lo.model_cost(compressed)
+    assert [t.name for t in compressed.inputs] == ["image", "extra"]
+    assert_round_trip(compressed, x, tmp_path)
+
+
+REFUSED = r"model 'two_in' has 2 inputs \('image', 'extra'\).*lo\.materialize"
+
+
+def test_two_input_model_is_refused_by_profile_and_search(tmp_path):
+    model, x = two_input_model(), two_inputs()
+    with pytest.raises(ValueError, match=REFUSED):
+        lo.profile_model(model, x, show_progress=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match=REFUSED):
+        lo.make_objective(model, x, proxy="model", show_progress=False)
+    with pytest.raises(ValueError, match=REFUSED):
+        lo.ModelProxy(model, lo.analyze(model), x, metric="cosine")
+    db = tmp_path / "two.db"
+    with pytest.raises(ValueError, match=REFUSED):
+        lo.run_study(model, x, storage=f"sqlite:///{db}", n_trials=2, cache_dir=tmp_path / "cache")
+    assert not db.exists() and not (tmp_path / "cache").exists()  # nothing written

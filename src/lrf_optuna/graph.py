@@ -20,6 +20,7 @@ __all__ = [
     "GraphVisitor",
     "carry_operation",
     "check_graph_model",
+    "check_single_input",
     "copy_model",
     "fresh_copy",
     "rebuild",
@@ -59,6 +60,20 @@ def check_graph_model(model: Any) -> None:
             f"Invalid `model` '{model.name}': expected a Sequential or Functional model, "
             f"received a subclassed model ({type(model).__name__}). {SUBCLASSED_HELP}"
         )
+
+
+def check_single_input(model: keras.Model) -> None:
+    """ValueError for a model with several inputs, where one array of calibration samples is needed."""
+    if len(model.inputs) <= 1:
+        return
+    names = ", ".join(repr(t.name) for t in model.inputs)
+    raise ValueError(
+        f"Invalid `model`: expected one input for calibration (profile, search, model proxy), but "
+        f"model '{model.name}' has {len(model.inputs)} inputs ({names}). lo.analyze, lo.plan_cost and "
+        "lo.materialize work on it: pick a plan yourself (lo.compressible_layers lists the layers) and "
+        "call lo.materialize(model, plan); or search a single-input part of it, e.g. "
+        "keras.Model(one_input, some_layer.output), and apply that part's plan to the whole model."
+    )
 
 
 def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -25,7 +25,7 @@ from lrf_optuna.analysis import ModelAnalysis, analyze
 from lrf_optuna.capture import Captured, capture_groups
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
-from lrf_optuna.graph import fresh_copy
+from lrf_optuna.graph import check_single_input, fresh_copy
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
 from lrf_optuna.swap import KernelSwapper
 
@@ -88,6 +88,7 @@ class ProfileSettings:
 
 def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
     """Calibration inputs as float32, or a ValueError/TypeError saying what is wrong."""
+    check_single_input(model)
     try:
         data = np.asarray(calibration_x)
     except Exception as error:
