@@ -5,6 +5,8 @@ search. Raw operations are ``keras.Operation``s, not layers: they have no weight
 
 from __future__ import annotations
 
+import sys
+
 import keras
 import numpy as np
 import optuna
@@ -20,6 +22,7 @@ from conftest import (
     reference_model,
     set_canonical_kernel,
 )
+from lrf_optuna.model_io import load_model_file
 from search_support import METRIC_FUNCTIONS, settings
 
 L = keras.layers
@@ -199,6 +202,28 @@ def test_lambda_layers_are_reused_and_rebuild():
     for name, kernel in reconstructed_kernels(model, plan).items():
         set_canonical_kernel(reference.get_layer(name), kernel)
     assert_outputs_close(predict(lo.materialize(model, plan), x), predict(reference, x))
+
+
+def test_factorized_graph_deeper_than_the_recursion_limit(tmp_path):
+    """Keras maps graphs recursively: 600 Dense layers factorized are 1,200 deep, past Python's
+    default limit of 1000 (as EfficientNetV2L with every layer factorized)."""
+    inputs = keras.Input((4,))
+    x = inputs
+    for i in range(600):
+        x = L.Dense(4, name=f"d{i}")(x)
+    model = randomize_weights(keras.Model(inputs, x, name="deep"), seed=7)
+    limit = sys.getrecursionlimit()
+    plan = {f"d{i}": ("svd", 4) for i in range(600)}
+    compressed = lo.materialize(model, plan)
+    assert sys.getrecursionlimit() == limit
+    assert len(compressed.layers) == 1 + 2 * 600
+    assert lo.plan_cost(model, plan) == lo.model_cost(compressed)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype("float32")
+    assert_outputs_close(predict(compressed, x), predict(model, x), rtol=1e-4)
+    path = tmp_path / "deep.keras"
+    compressed.save(path)
+    np.testing.assert_array_equal(predict(load_model_file(path), x), predict(compressed, x))
+    assert sys.getrecursionlimit() == limit
 
 
 # --------------------------------------------------------------------------- profile and search

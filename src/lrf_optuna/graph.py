@@ -11,6 +11,9 @@ visitors only ever see layers.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import keras
@@ -24,6 +27,7 @@ __all__ = [
     "copy_model",
     "fresh_copy",
     "rebuild",
+    "recursion_headroom",
 ]
 
 SUBCLASSED_HELP = (
@@ -166,10 +170,32 @@ class _Walker:
         )
 
 
+@contextlib.contextmanager
+def recursion_headroom(frames: int) -> Iterator[None]:
+    """Python's recursion limit raised to ``frames`` (never lowered) inside the block.
+
+    Keras maps a Functional graph recursively, one frame per node of the deepest path
+    (when building a model and when loading one): a factorized deep model (EfficientNetV2L,
+    every layer factorized) exceeds Python's default limit of 1000.
+    """
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, frames))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def _count_operations(model: keras.Model) -> int:
+    return sum(_count_operations(op) if _is_model(op) else 1 for op in model.operations)
+
+
 def rebuild(model: keras.Model, visitor: GraphVisitor) -> keras.Model:
     """A new model with the same graph as ``model``, each layer as ``visitor`` decides."""
     check_graph_model(model)
-    return _Walker(visitor).rebuild(model)
+    # a factorized layer becomes at most 3 layers, plus Keras' own frames
+    with recursion_headroom(1000 + 4 * _count_operations(model)):
+        return _Walker(visitor).rebuild(model)
 
 
 def copy_model(model: keras.Model) -> tuple[keras.Model, dict[str, keras.layers.Layer]]:
