@@ -187,7 +187,8 @@ def recursion_headroom(frames: int) -> Iterator[None]:
 
 
 def _count_operations(model: keras.Model) -> int:
-    return sum(_count_operations(op) if _is_model(op) else 1 for op in model.operations)
+    operations = model.layers if isinstance(model, keras.Sequential) else model.operations
+    return sum(_count_operations(op) if _is_model(op) else 1 for op in operations)
 
 
 def rebuild(model: keras.Model, visitor: GraphVisitor) -> keras.Model:
