@@ -1,5 +1,7 @@
 # Two entry points: `make demo` (the main job) and `make test` (the whole suite).
 # Both create .venv on first use; TensorFlow comes as tensorflow-cpu (see pyproject).
+# `make demo` also installs the Fashion-MNIST data (scripts/ensure-data.sh); `make test` does not
+# (.ci/run installs the system packages the tests use).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
-.PHONY: venv test test-all lint demo clean
+.PHONY: venv data test test-all lint demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,10 @@ test: lint
 test-all: lint
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-demo: $(STAMP)
+data:
+	@bash scripts/ensure-data.sh
+
+demo: data $(STAMP)
 	$(BIN)/lrf-optuna demo
 
 clean:

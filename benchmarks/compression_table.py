@@ -36,6 +36,7 @@ from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 from lrf_optuna.workflow import calibration_subset
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
+REFERENCE_MODELS = ["lenet5", "vgg_small", "resnet_small", "mobilenet_small"]  # studies/README.md
 CONV_METHODS = ("tucker2", "cp", "svd", "spatial_svd")
 VBMF = "VBMF (tucker2/svd)"
 WEAKENED = "VBMF, weakened"
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
-    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small", "resnet_small"])
+    parser.add_argument("--models", nargs="+", default=REFERENCE_MODELS)
     parser.add_argument("--trials", type=int, default=2000, help="trials per search (default: %(default)s)")
     parser.add_argument(
         "--model-proxy-trials",

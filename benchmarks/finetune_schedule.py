@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import optuna
-from compression_table import MODELS, front, params_removed
+from compression_table import MODELS, REFERENCE_MODELS, front, params_removed
 from tables import fixed_width, run_line
 
 import lrf_optuna as lo
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
-    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small"])
+    parser.add_argument("--models", nargs="+", default=REFERENCE_MODELS)
     parser.add_argument("--targets", type=float, nargs="+", default=[0, 0.3, 0.6, 0.9])
     parser.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=DEFAULT_SCHEDULES)
     parser.add_argument("--trials", type=int, default=300)

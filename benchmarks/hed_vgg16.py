@@ -165,8 +165,8 @@ def run(mode: Mode) -> str:
             evaluate(model, lo.vbmf_plan(lo.analyze(model)), images, reference, original),
         )
     ]
-    for trial in lo.spread_trials(front, mode.front_points):
-        plan = lo.plan_from_trial(model, trial)
+    for trial in lo.spread_trials(front, mode.front_points, metric_names=study.metric_names):
+        plan = lo.plan_from_trial(model, trial, study=study)
         rows.append(
             (
                 f"hybrid #{trial.number}",

@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                          seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
     scorers = proxies(model, calibration, profile)
     rows = []
-    for trial in lo.spread_trials(lo.pareto_trials(study), args.plans):
-        plan = lo.plan_from_trial(model, trial)
+    for trial in lo.spread_trials(lo.pareto_trials(study), args.plans, metric_names=study.metric_names):
+        plan = lo.plan_from_trial(model, trial, study=study)
         compressed = lo.materialize(model, plan, seed=args.seed)
         row = {
             "trial": trial.number,

@@ -20,7 +20,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import optuna
-from compression_table import MODELS, front
+from compression_table import MODELS, REFERENCE_MODELS, front
 from tables import fixed_width, run_line
 
 import lrf_optuna as lo
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
-    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small", "resnet_small"])
+    parser.add_argument("--models", nargs="+", default=REFERENCE_MODELS)
     parser.add_argument("--budgets", nargs="+", type=int, default=[300, 1000, 2000, 5000])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[0.5, 0.6, 0.7, 0.8, 0.9])
     parser.add_argument("--population", type=int, default=50)

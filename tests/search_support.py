@@ -81,8 +81,11 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
 
 
 def settings(**overrides) -> lo.ProfileSettings:
-    """Small, fast profile settings (all positions of the tiny models are kept)."""
-    values = dict(ranks_per_method=4, max_samples=256, max_positions=256, batch_size=32, seed=0)
+    """Small, fast profile settings (all positions of the tiny models are kept); weight-only
+    factors, which the tests of the search compare with ``lo.materialize(model, plan)``."""
+    values = dict(
+        ranks_per_method=4, max_samples=256, max_positions=256, batch_size=32, seed=0, factorization="weights"
+    )
     values.update(overrides)
     return lo.ProfileSettings(**values)
 

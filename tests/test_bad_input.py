@@ -235,7 +235,10 @@ def test_worker_on_a_missing_storage_file_creates_nothing(work, files, caplog):
 def test_worker_with_other_calibration_data(work, files):
     storage = f"journal:///{work / 's.log'}"
     search(storage, cache_dir=files / "cache")
-    with pytest.raises(ValueError, match=r"Invalid calibration data for study 's'.*same --model, --data"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)Invalid settings for study 's'.*calibration data: study has.*same --model, --data",
+    ):
         lo.run_worker(tiny_cnn(), calibration(32, seed=7), storage=storage, study_name="s", n_trials=2)
 
 

@@ -192,3 +192,115 @@ def test_method_choices_are_the_librarys():
         assert set(lo.DEFAULT_METHODS[kind]) <= set(lo.methods_for(kind))
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--dense-methods", "tucker2"])
+
+
+def test_the_study_remembers_its_model_and_data(workspace, tmp_path_factory, monkeypatch, caplog, capsys):
+    # `report --study mob` failed looking for the default ResNet model: the study now records
+    # the model path (absolute) and the data spec, so later commands need only --study.
+    common = ["--model", "tiny.keras", "--data", "data.npz", "--calibration", "32", "--study", "t"]
+    assert main(["search", *common, "--trials", "6", "--population", "4", "--seed", "2"]) == 0
+    storage = f"sqlite:///{workspace / 'studies' / 't.db'}"
+    attrs = optuna.load_study(study_name="t", storage=storage).user_attrs
+    assert attrs["lrf_optuna:model_path"] == str(workspace / "tiny.keras")
+    assert attrs["lrf_optuna:data_spec"] == {
+        "source": str(workspace / "data.npz"),
+        "calibration": 32,
+        "seed": 2,
+    }
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)  # relative paths would no longer resolve
+    assert main(["search", "--study", "t", "--storage", storage, "--trials", "8"]) == 0  # resumes
+    assert len(optuna.load_study(study_name="t", storage=storage).trials) >= 8
+    assert main(["report", "--study", "t", "--storage", storage]) == 0
+    assert (elsewhere / "studies" / "t-report" / "pareto.csv").is_file()
+    only_study = ["--study", "t", "--storage", storage, "--epochs", "1", "--output", "c.keras"]
+    assert main(["finetune", *only_study]) == 0
+    assert "Compressed model" in capsys.readouterr().out
+    (workspace / "tiny.keras").rename(workspace / "moved.keras")
+    assert main(["report", "--study", "t", "--storage", storage]) == 2
+    assert f"its recorded model file '{workspace / 'tiny.keras'}', which no longer exists" in caplog.text
+    assert "Pass --model PATH" in caplog.text
+    assert (
+        main(["report", "--study", "t", "--storage", storage, "--model", str(workspace / "moved.keras")]) == 0
+    )
+
+
+def test_per_layer_flags_are_recorded_and_a_changed_setting_refused(workspace, caplog):
+    common = ["--model", "tiny.keras", "--data", "data.npz", "--calibration", "32", "--study", "f"]
+    flags = ["--exclude", "fc", "--fixed", "conv2=svd:2", "--min-rank-fraction", "0.5", "--max-params", "900"]
+    assert main(["search", *common, "--trials", "4", "--population", "4", *flags]) == 0
+    study = optuna.load_study(study_name="f", storage="sqlite:///studies/f.db")
+    attrs = study.user_attrs
+    assert (attrs["lrf_optuna:exclude"], attrs["lrf_optuna:fixed"]) == (["fc"], {"conv2": ["svd", 2]})
+    assert attrs["lrf_optuna:min_rank_fraction"] == 0.5
+    assert attrs["lrf_optuna:constraints"]["max_params"] == 900
+    assert set(study.trials[0].params) == {"conv1.method", "conv1.rank"}
+    trials = len(study.trials)
+    assert main(["search", "--study", "f", "--trials", "6", "--metric", "cka", "--max-macs", "5000"]) == 2
+    assert "metric: study has 'cosine', this run asks 'cka'" in caplog.text
+    assert "constraints.max_macs: study has None, this run asks 5000" in caplog.text
+    assert "constraints.max_params" not in caplog.text  # each constraint flag changes one limit
+    assert len(optuna.load_study(study_name="f", storage="sqlite:///studies/f.db").trials) == trials
+    assert main(["search", *common, "--study", "g", "--exclude", "dense*"]) == 2
+    assert "pattern 'dense*'" in caplog.text and "['conv1', 'conv2', 'fc']" in caplog.text
+    assert not (workspace / "studies" / "g.db").exists()  # refused before the storage is created
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--fixed", "conv2=svd"])
+    assert build_parser().parse_args(["search", "--fixed", "a=cp:3", "b/c=svd:1"]).fixed == [
+        ("a", ("cp", 3)),
+        ("b/c", ("svd", 1)),
+    ]
+
+
+def test_report_of_a_study_made_in_python_asks_for_the_model(workspace, caplog):
+    import lrf_optuna as lo
+
+    model = keras.models.load_model(workspace / "tiny.keras")
+    x = np.load(workspace / "data.npz")["x_train"][:32]
+    lo.run_study(
+        model, x, study_name="py", n_trials=3, population_size=4, show_progress=False
+    )  # no model_path
+    assert main(["report", "--study", "py"]) == 2
+    assert "study ('py') that recorded none" in caplog.text and "Pass --model PATH" in caplog.text
+    assert main(["report", "--study", "py", "--model", "tiny.keras"]) == 0  # no --data needed
+    assert main(["finetune", "--study", "py", "--model", "tiny.keras"]) == 2
+    assert "Invalid --data: expected the study's recorded data" in caplog.text
+
+
+def test_search_flags_default_to_the_record_and_their_help_to_the_dataclass(capsys):
+    import lrf_optuna as lo
+
+    args = build_parser().parse_args(["search"])
+    settings = [
+        "proxy",
+        "metric",
+        "aggregator",
+        "sampler",
+        "population",
+        "exclude",
+        "fixed",
+        "min_rank_fraction",
+    ]
+    names = settings + ["model", "data", "calibration", "seed", "max_params", "conv_methods", "dense_methods"]
+    assert all(getattr(args, name) is None for name in names)  # None: the study's recorded value
+    defaults, data = lo.SearchSettings(), lo.DataSpec()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for value in (defaults.proxy, defaults.metric, defaults.aggregator, defaults.sampler, data.source):
+        assert f"default: {value}" in help_text or f"else {value}" in help_text, value
+    for value in (defaults.population_size, data.calibration, data.seed):
+        assert f"default: {value})" in help_text or f"else {value})" in help_text, value
+
+
+def test_objective_choices_are_the_librarys():
+    from lrf_optuna.cli import OBJECTIVES
+    from lrf_optuna.objective import OBJECTIVES as LIBRARY
+
+    assert tuple(name for name in LIBRARY if name != "macs") == OBJECTIVES  # "macs": older studies only
+    args = build_parser().parse_args(
+        ["search", "--objectives", "params", "latency", "--latency-runtime", "keras"]
+    )
+    assert (args.objectives, args.latency_runtime) == (["params", "latency"], "keras")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--objectives", "params", "speed"])

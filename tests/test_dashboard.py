@@ -27,14 +27,17 @@ def _free_port() -> int:
 
 
 def _make_study(path: Path) -> None:
-    from lrf_optuna.objective import DIRECTIONS, METRIC_NAMES
+    from lrf_optuna.objective import DEFAULT_OBJECTIVES, directions
 
     # Seeded: unseeded, no trial had a > 0.8 (so nothing infeasible to show) about once in 30 runs.
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(
-        storage=f"sqlite:///{path}", study_name="board", directions=DIRECTIONS, sampler=sampler
+        storage=f"sqlite:///{path}",
+        study_name="board",
+        directions=directions(DEFAULT_OBJECTIVES),
+        sampler=sampler,
     )
-    study.set_metric_names(METRIC_NAMES)
+    study.set_metric_names(list(DEFAULT_OBJECTIVES))
 
     def objective(trial):
         a, b = trial.suggest_float("a", 0, 1), trial.suggest_float("b", 0, 1)
@@ -92,7 +95,7 @@ def test_dashboard_shows_pareto_front_with_metric_names(tmp_path):
         page = f"http://127.0.0.1:{port}/dashboard/studies/1"
         dom = _chromium(page, tmp_path / "profile-dom", "--dump-dom").stdout
         assert "Pareto Front" in dom
-        for name in ("params", "macs", "similarity"):
+        for name in ("params", "flops", "similarity"):
             assert name in dom, f"metric name {name!r} not rendered"
         assert "Infeasible" in dom  # the legacy constraints attr makes feasibility visible
         ARTIFACTS.mkdir(exist_ok=True)

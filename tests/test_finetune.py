@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.finetune import _distillation_loss
+from lrf_optuna.distill import distillation_loss, label_loss, soft_loss
 
 
 def softmax(z):
@@ -20,10 +20,11 @@ def test_distillation_loss_matches_numpy():
     labels = np.array([0, 2, 1, 3], np.float32)
     teacher, student = rng.standard_normal((2, 4, 4)).astype(np.float32)
     temperature, alpha = 3.0, 0.3
-    loss = _distillation_loss(False, temperature, alpha)
-    y_true = np.concatenate([labels[:, None], teacher], axis=1)
+    soft = soft_loss("sparse", student_probabilities=False, teacher_probabilities=False, temperature=3.0)
+    loss = distillation_loss(label_loss("sparse", False), soft, width=4, alpha=alpha, scale=temperature**2)
+    joined = np.concatenate([student, teacher], axis=1)
     got = keras.ops.convert_to_numpy(
-        loss(keras.ops.convert_to_tensor(y_true), keras.ops.convert_to_tensor(student))
+        loss(keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(joined))
     )
     hard = -np.log(softmax(student)[np.arange(4), labels.astype(int)])
     p, q = softmax(teacher / temperature), softmax(student / temperature)

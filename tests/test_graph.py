@@ -271,13 +271,21 @@ def test_run_study_and_model_proxy(ops_profile):
     trial = max(complete, key=lambda t: t.values[0] if t.values[0] < lo.model_cost(model).params else -1)
     plan = lo.plan_from_trial(model, trial)
     compressed = lo.materialize(model, plan)
-    assert (compressed.count_params(), lo.model_cost(compressed).macs) == tuple(trial.values[:2])
+    # default objectives: params, FLOPs (2 x MACs), similarity
+    assert (compressed.count_params(), 2 * lo.model_cost(compressed).macs) == tuple(trial.values[:2])
     # the model proxy swaps kernels into a copy of the graph: operations run too
-    objective = lo.make_objective(model, x, proxy="model", metric="cosine", show_progress=False)
+    objective = lo.make_objective(
+        model, x, proxy="model", metric="cosine", show_progress=False,
+        profile_settings=settings(factorization="weights"),  # as materialize without calibration
+    )  # fmt: skip
     expected = METRIC_FUNCTIONS["cosine"](
         predict(model, x).astype(np.float64), predict(compressed, x).astype(np.float64)
     )
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-5)
+    # data-aware factors: statistics and refit passes run through the operations too
+    aware = lo.materialize(model, plan, calibration=x)
+    assert lo.model_cost(aware) == lo.plan_cost(model, plan)
+    assert np.isfinite(predict(aware, x)).all()
 
 
 # --------------------------------------------------------------------------- two inputs

@@ -30,6 +30,11 @@ def linear_profile(linear_model, data):
     return lo.profile_model(linear_model, data, settings=settings(ranks_per_method=8), show_progress=False)
 
 
+@pytest.fixture(scope="module")
+def aware_profile(model, data):
+    return lo.profile_model(model, data, settings=settings(factorization="data_aware"), show_progress=False)
+
+
 def row(profile: pd.DataFrame, layer: str, method: str, rank: int) -> pd.Series:
     rows = profile[(profile.layer == layer) & (profile.method == method) & (profile["rank"] == rank)]
     assert len(rows) == 1
@@ -193,6 +198,34 @@ def test_output_similarity_equals_direct_computation(model, data, profile, layer
     for name in SCORES:
         assert actual[f"output_{name}"] == pytest.approx(expected[name], rel=2e-5, abs=1e-6), name
     assert actual.output_cka < 0.9999
+
+
+@pytest.mark.parametrize(("layer", "method"), SINGLE_LAYER_CASES)
+def test_data_aware_profile_scores_the_data_aware_factors(model, data, aware_profile, layer, method):
+    """factorization="data_aware": rows == metrics of ``materialize(calibration=data,
+    refit=False)`` (same statistics: same samples, positions and seed), and every rank
+    scores at least as well on the layer's outputs as the weight-only factors (NMSE)."""
+    aware = aware_profile
+    rank = middle_rank(aware, layer, method)
+    compressed = lo.materialize(
+        truncated(model, layer), {layer: (method, rank)}, calibration=data, refit=False, max_positions=256
+    )
+    reference = predict(truncated(model, layer), data)
+    actual = row(aware, layer, method, rank)
+    for name in SCORES:
+        expected = METRIC_FUNCTIONS[name](reference, predict(compressed, data))
+        assert actual[name] == pytest.approx(expected, rel=2e-5, abs=1e-6), name
+
+
+def test_data_aware_profile_is_better_on_the_calibration_outputs(aware_profile, profile):
+    aware = aware_profile.drop(columns=OUTPUT_SCORES)
+    merged = aware.merge(profile, on=["layer", "method", "rank"], suffixes=("_aware", "_weights"))
+    assert len(merged) == len(profile) == len(aware)
+    # svd: the closed-form optimum of the pre-activation error (ReLU after it): never
+    # noticeably worse, even on c1 whose inputs are isotropic noise (both factors agree)
+    linear = merged[merged.method == "svd"]
+    assert (linear.nmse_aware >= linear.nmse_weights - 1e-3).all()
+    assert (merged.nmse_aware > merged.nmse_weights + 1e-3).mean() > 0.5
 
 
 def test_output_samples_uses_the_first_samples(model, data):

@@ -9,6 +9,8 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
+from lrf_optuna.proxy import ModelProxy
+from lrf_optuna.statistics import collect_statistics
 from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings
 
 PLANS = [
@@ -52,8 +54,8 @@ def test_layerwise_all_none_scores_one(model, data, profile, analysis, metric, a
     none_params = {f"{name}.method": "none" for name in LAYERS} | {f"{n}.rank": 3 for n in LAYERS}
     plan = objective.space.plan_of(optuna.trial.FixedTrial(none_params))
     assert plan == {}
-    params, macs, similarity = objective.evaluate(plan)
-    assert (params, macs) == (analysis.cost.params, analysis.cost.macs)
+    params, flops, similarity = objective.evaluate(plan)  # FLOPs = 2 x MACs
+    assert (params, flops) == (analysis.cost.params, 2 * analysis.cost.macs)
     assert similarity == pytest.approx(1.0, abs=1e-6)
 
 
@@ -144,8 +146,8 @@ def test_invalid_choices(model, data, profile, kwargs, match):
 
 @pytest.mark.parametrize("metric", ["cka", "cosine", "nmse"])
 def test_model_proxy_all_none_scores_one(model_objectives, analysis, metric):
-    params, macs, similarity = model_objectives[metric].evaluate({})
-    assert (params, macs) == (analysis.cost.params, analysis.cost.macs)
+    params, flops, similarity = model_objectives[metric].evaluate({})
+    assert (params, flops) == (analysis.cost.params, 2 * analysis.cost.macs)
     assert similarity == pytest.approx(1.0, abs=1e-6)
 
 
@@ -158,6 +160,18 @@ def test_model_proxy_equals_materialized_model(model, data, model_objectives, pl
     similarity = model_objectives[metric].evaluate(plan)[2]
     assert similarity == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert similarity < 0.9999
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=["one-layer", "two-layers", "all-layers"])
+def test_model_proxy_with_statistics_equals_data_aware_materialize(model, data, analysis, plan):
+    layers = {name: (analysis.layers[name], spec.geometry) for name, spec in analysis.specs.items()}
+    stats = collect_statistics(model, layers, data, batch_size=128, max_positions=64, seed=0)
+    proxy = ModelProxy(model, analysis, data, metric="cosine", stats=stats)
+    candidate = predict(lo.materialize(model, plan, calibration=data, refit=False), data)
+    expected = METRIC_FUNCTIONS["cosine"](predict(model, data), candidate)
+    assert proxy(analysis.resolve(plan)) == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    weight_only = ModelProxy(model, analysis, data, metric="cosine")(analysis.resolve(plan))
+    assert abs(weight_only - expected) > 1e-4  # the statistics really change the kernels
 
 
 def test_model_proxy_restores_kernels(model, data, model_objectives):
@@ -198,3 +212,16 @@ def test_model_proxy_on_a_nested_model():
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
     assert objective.evaluate({})[2] == pytest.approx(1.0, abs=1e-6)
     assert isinstance(objective.proxy.swapper.copy, keras.Model)
+
+
+def test_model_proxy_search_scores_the_factors_materialize_builds(model, data, analysis):
+    # A data-aware profile setting makes the model proxy score data-aware kernels, with the
+    # statistics materialize collects at the same positions.
+    profile_settings = settings(factorization="data_aware", max_positions=64)
+    objective = lo.make_objective(
+        model, data, proxy="model", metric="cosine", profile_settings=profile_settings
+    )
+    plan = PLANS[1]
+    candidate = lo.materialize(model, plan, calibration=data, refit=False, max_positions=64)
+    expected = METRIC_FUNCTIONS["cosine"](predict(model, data), predict(candidate, data))
+    assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4, abs=1e-5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
 from lrf_optuna.records import record_finetune
 from lrf_optuna.select import FINETUNED_FROM, feasible_trials, select_trial
 from lrf_optuna.storage import artifact_dir_for

@@ -9,7 +9,7 @@ import pandas as pd
 
 import lrf_optuna as lo
 from lrf_optuna.cost import Cost
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
 
 
 def study_with_plans() -> optuna.Study:
@@ -58,5 +58,5 @@ def test_summary_table_text():
     lines = text.splitlines()
     assert lines[0].split() == ["original", "compressed", "ratio"]
     assert lines[2].split() == ["params", "1,000", "250", "25.0%"]
-    assert lines[3].split() == ["MACs", "5,000", "2,500", "50.0%"]
+    assert lines[3].split() == ["FLOPs", "(2", "x", "MACs)", "10,000", "5,000", "50.0%"]
     assert "0.8800" in text and "12.3 s" in text

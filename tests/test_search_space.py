@@ -142,7 +142,7 @@ def test_model_without_compressible_layer_is_refused():
 
 def test_study_ran_to_n_trials(study, trials):
     assert len(trials) == 30
-    assert study.metric_names == lo.METRIC_NAMES == ["params", "macs", "similarity"]
+    assert study.metric_names == lo.METRIC_NAMES == ["params", "flops", "similarity"]
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE", "MAXIMIZE"]
     assert study.user_attrs[ANCHORS_ATTR] is True
     assert study.user_attrs["lrf_optuna:proxy"] == "layerwise"
@@ -164,7 +164,7 @@ def test_anchors_come_first(objective, trials, model):
     anchors = anchor_params(objective.space)
     assert [t.params for t in trials[: len(anchors)]] == anchors
     base = lo.model_cost(model)
-    assert trials[0].values == [base.params, base.macs, 1.0]
+    assert trials[0].values == [base.params, 2 * base.macs, 1.0]  # FLOPs = 2 x MACs
     assert plan_attr(trials[0]) == {}
 
 
@@ -184,7 +184,7 @@ def test_objective_costs_equal_plan_cost(model, objective, trials):
     for trial in trials:
         plan = plan_attr(trial)
         cost = analysis.plan_cost(plan)
-        assert trial.values[:2] == [cost.params, cost.macs]
+        assert trial.values[:2] == [cost.params, cost.flops]
     plan = plan_attr(trials[-1])
     assert lo.plan_cost(model, plan) == objective.cost(plan)
 
@@ -192,7 +192,8 @@ def test_objective_costs_equal_plan_cost(model, objective, trials):
 def test_user_attrs(model, trials):
     base = lo.model_cost(model)
     for trial in trials:
-        params, macs, _ = trial.values
+        params, flops, _ = trial.values
+        macs = flops / 2
         attrs = trial.user_attrs
         assert attrs["params_ratio"] == pytest.approx(base.params / params)
         assert attrs["macs_ratio"] == pytest.approx(base.macs / macs)

@@ -95,9 +95,9 @@ def _hanging_worker(args: argparse.Namespace) -> None:
     import lrf_optuna as lo
     from lrf_optuna import worker
 
-    build, calls = worker.make_objective, 0
+    build, calls = worker.objective_for, 0
 
-    def make_objective(*a, **k):
+    def objective_for(*a, **k):
         objective = build(*a, **k)
 
         def hanging(trial):
@@ -112,7 +112,7 @@ def _hanging_worker(args: argparse.Namespace) -> None:
         hanging.space = objective.space
         return hanging
 
-    worker.make_objective = make_objective
+    worker.objective_for = objective_for
     lo.run_worker(
         keras.models.load_model(args.model),
         np.load(args.data),

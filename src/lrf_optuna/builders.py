@@ -24,15 +24,30 @@ L = keras.layers
 _CONV = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}
 _TRANSPOSED = {1: L.Conv1DTranspose, 2: L.Conv2DTranspose, 3: L.Conv3DTranspose}
 _SEPARABLE = {1: L.SeparableConv1D, 2: L.SeparableConv2D}
+# TensorFlow's CPU kernels run a grouped conv with one input channel per group ~14x slower
+# than the same math as a depthwise conv (benchmarks/stage_layers.py). Keras has no
+# DepthwiseConv3D, so 3-D stages stay grouped Conv3D.
+_DEPTHWISE = {1: L.DepthwiseConv1D, 2: L.DepthwiseConv2D}
 
 
 def _per_axis(value: Any, rank: int) -> tuple:
     return tuple(value) if isinstance(value, list | tuple) else (value,) * rank
 
 
+def is_depthwise(stage: ConvStage, in_channels: int, *, transposed: bool) -> bool:
+    """Whether the stage is a depthwise conv: one input channel per group, a stock layer exists."""
+    return (
+        stage.groups > 1
+        and stage.groups == in_channels
+        and len(stage.core_axes) in _DEPTHWISE
+        and not (transposed and stage.is_core)
+    )
+
+
 def _conv_layer(
-    layer: Any, geom: LayerGeometry, stage: ConvStage, name: str, tail: dict
-) -> keras.layers.Layer:
+    layer: Any, geom: LayerGeometry, stage: ConvStage, name: str, tail: dict, in_channels: int
+) -> list[keras.layers.Layer]:
+    """The stage's conv layer, preceded by a padding layer where the stock layer lacks one."""
     rank, config = len(stage.core_axes), layer.get_config()
     pick = lambda key, off: tuple(
         v if core else off for v, core in zip(_per_axis(config[key], rank), stage.core_axes)
@@ -51,8 +66,18 @@ def _conv_layer(
     if geom.transposed and stage.is_core:
         if config.get("output_padding") is not None:
             kwargs["output_padding"] = pick("output_padding", 0)
-        return _TRANSPOSED[rank](**kwargs)
-    return _CONV[rank](groups=stage.groups, **kwargs)
+        return [_TRANSPOSED[rank](**kwargs)]
+    if is_depthwise(stage, in_channels, transposed=geom.transposed):
+        multiplier = kwargs.pop("filters") // stage.groups
+        if kwargs["padding"] == "causal":
+            # DepthwiseConv1D has no causal padding: left zero padding, then a "valid" conv.
+            (size,), (dilation,) = kwargs["kernel_size"], kwargs["dilation_rate"]
+            padding = L.ZeroPadding1D(
+                (dilation * (size - 1), 0), name=f"{name}_pad", dtype=layer.dtype_policy
+            )
+            return [padding, _DEPTHWISE[rank](depth_multiplier=multiplier, **{**kwargs, "padding": "valid"})]
+        return [_DEPTHWISE[rank](depth_multiplier=multiplier, **kwargs)]
+    return [_CONV[rank](groups=stage.groups, **kwargs)]
 
 
 def _separable_layer(layer: Any, stage: SeparableStage, name: str, tail: dict) -> keras.layers.Layer:
@@ -63,29 +88,35 @@ def _separable_layer(layer: Any, stage: SeparableStage, name: str, tail: dict) -
     return _SEPARABLE[rank](stage.filters, name=name, dtype=layer.dtype_policy, **kwargs, **tail)
 
 
-def _make_layer(layer, geom, stage: Stage, name: str, last: bool) -> keras.layers.Layer:
+def _make_layers(
+    layer, geom, stage: Stage, name: str, last: bool, in_channels: int
+) -> list[keras.layers.Layer]:
+    """The layers of one stage; only the last one has weights."""
     tail = (
         dict(use_bias=geom.use_bias, activation=layer.get_config().get("activation"))
         if last
         else dict(use_bias=False)
     )
     if isinstance(stage, ConvStage):
-        return _conv_layer(layer, geom, stage, name, tail)
+        return _conv_layer(layer, geom, stage, name, tail, in_channels)
     if isinstance(stage, SeparableStage):
-        return _separable_layer(layer, stage, name, tail)
+        return [_separable_layer(layer, stage, name, tail)]
     if isinstance(stage, DenseStage):
-        return L.Dense(stage.units, name=name, dtype=layer.dtype_policy, **tail)
+        return [L.Dense(stage.units, name=name, dtype=layer.dtype_policy, **tail)]
     if isinstance(stage, TTStage):
-        return TTDense(
-            stage.in_modes, stage.out_modes, stage.ranks, name=name, dtype=layer.dtype_policy, **tail
-        )
+        return [
+            TTDense(stage.in_modes, stage.out_modes, stage.ranks, name=name, dtype=layer.dtype_policy, **tail)
+        ]
     modes = (stage.in_modes, stage.out_modes, stage.in_ranks, stage.out_ranks)
-    return TuckerDense(*modes, name=name, dtype=layer.dtype_policy, **tail)
+    return [TuckerDense(*modes, name=name, dtype=layer.dtype_policy, **tail)]
 
 
-def _keras_weights(layer, geom, stage: Stage, kernel: np.ndarray) -> list[np.ndarray]:
+def _keras_weights(layer, geom, stage: Stage, kernel: np.ndarray, in_channels: int) -> list[np.ndarray]:
     if isinstance(stage, ConvStage) and geom.transposed and stage.is_core:
         return [np.swapaxes(kernel, -1, -2)]
+    if isinstance(stage, ConvStage) and is_depthwise(stage, in_channels, transposed=geom.transposed):
+        # grouped (k..., 1, C*m), outputs group-major, is depthwise (k..., C, m): same order
+        return [kernel.reshape(kernel.shape[:-2] + (stage.groups, stage.filters // stage.groups))]
     if isinstance(stage, SeparableStage):
         depthwise = keras.ops.convert_to_numpy(layer.depthwise_kernel)
         pointwise = kernel.reshape((1,) * (depthwise.ndim - 2) + kernel.shape)
@@ -102,11 +133,14 @@ def build_chain(
     chain = []
     tt_or_tucker = len(stages) == 1 and isinstance(stages[0], TTStage | TuckerStage)
     per_stage = [kernels] if tt_or_tucker else kernels
+    in_channels = geom.in_channels
     for index, (stage, kernel) in enumerate(zip(stages, per_stage)):
         last = index == len(stages) - 1
-        new = _make_layer(layer, geom, stage, f"{layer.name}_{method}_{index}", last)
-        weights = _keras_weights(layer, geom, stage, kernel)
+        *padding, new = _make_layers(layer, geom, stage, f"{layer.name}_{method}_{index}", last, in_channels)
+        chain.extend((pad, []) for pad in padding)
+        weights = _keras_weights(layer, geom, stage, kernel, in_channels)
         if last and geom.use_bias:
             weights.append(keras.ops.convert_to_numpy(layer.bias))
         chain.append((new, weights))
+        in_channels = getattr(stage, "filters", in_channels)
     return chain

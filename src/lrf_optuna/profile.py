@@ -25,11 +25,14 @@ from lrf_optuna.analysis import ModelAnalysis, analyze
 from lrf_optuna.capture import Captured, capture_groups
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
-from lrf_optuna.graph import check_single_input, fresh_copy
+from lrf_optuna.factorizers.data_aware import LayerStatistics
+from lrf_optuna.graph import fresh_copy
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
+from lrf_optuna.statistics import MomentAccumulator, check_calibration
 from lrf_optuna.swap import KernelSwapper
 
 __all__ = [
+    "FACTORIZATIONS",
     "PROFILE_COLUMNS",
     "ProfileSettings",
     "check_calibration",
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+FACTORIZATIONS = ("data_aware", "weights")
 PROFILE_COLUMNS = [
     "layer", "method", "rank", "params", "macs", *METRICS, *OUTPUT_METRICS, "weight_error", "seconds"
 ]  # fmt: skip
@@ -55,6 +59,9 @@ class ProfileSettings:
     model once per candidate for the ``OUTPUT_METRICS`` columns, left NaN when it is 0.
     ``None`` (the default) means "only if the search maximizes an output_* metric", as
     resolved by ``for_metric``: that costs one forward pass of the model per candidate.
+    ``factorization`` "data_aware" factorizes the candidates against the statistics of
+    each layer's captured calibration inputs (``lrf_optuna.statistics``, no extra pass),
+    "weights" against the weights alone; materialize a plan the same way (``calibration=``).
     """
 
     ranks_per_method: int = 8
@@ -65,8 +72,14 @@ class ProfileSettings:
     output_samples: int | None = None
     methods: tuple[str, ...] | None = None
     seed: int = 0
+    factorization: str = "data_aware"
 
     def __post_init__(self):
+        if self.factorization not in FACTORIZATIONS:
+            raise ValueError(
+                f"Invalid `factorization`: expected one of {list(FACTORIZATIONS)}, "
+                f"received {self.factorization!r}"
+            )
         if not 1 <= self.ranks_per_method <= 16:
             raise ValueError(f"Invalid `ranks_per_method`: expected 1..16, received {self.ranks_per_method}")
         for name in ("max_samples", "max_positions", "memory_budget_mb", "batch_size"):
@@ -84,32 +97,6 @@ class ProfileSettings:
             return self
         wanted = self.max_samples if metric in OUTPUT_METRICS else 0
         return dataclasses.replace(self, output_samples=wanted)
-
-
-def check_calibration(model: keras.Model, calibration_x) -> np.ndarray:
-    """Calibration inputs as float32, or a ValueError/TypeError saying what is wrong."""
-    check_single_input(model)
-    try:
-        data = np.asarray(calibration_x)
-    except Exception as error:
-        raise TypeError(
-            "Invalid `calibration_x`: expected a NumPy array of model inputs, "
-            f"received {type(calibration_x).__name__}"
-        ) from error
-    expected = tuple(model.inputs[0].shape[1:])
-    if data.ndim != len(expected) + 1 or any(e not in (None, d) for e, d in zip(expected, data.shape[1:])):
-        raise ValueError(
-            f"Invalid `calibration_x` shape: expected (samples, {', '.join(map(str, expected))}), "
-            f"received {data.shape}"
-        )
-    if len(data) < 2:
-        raise ValueError(f"Invalid `calibration_x`: expected at least 2 samples, received {len(data)}")
-    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
-        raise TypeError(f"Invalid `calibration_x` dtype: expected real numbers, received {data.dtype}")
-    data = data.astype(np.float32)
-    if not np.isfinite(data).all():
-        raise ValueError("Invalid `calibration_x`: expected finite values, received NaN or Inf")
-    return data
 
 
 def check_weights(model: keras.Model) -> None:
@@ -193,6 +180,17 @@ class _NetworkProbe:
         return {f"output_{metric}": value for metric, value in scores.items()}
 
 
+def _statistics(layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings) -> LayerStatistics:
+    """The layer's input statistics from the inputs the profile captured anyway."""
+    accumulator = MomentAccumulator(
+        layer, spec.geometry, max_positions=settings.max_positions, seed=settings.seed
+    )
+    for inputs in captured.inputs:
+        for start in range(0, len(inputs), settings.batch_size):
+            accumulator.append(inputs[start : start + settings.batch_size])
+    return accumulator.result()
+
+
 def _profile_layer(
     layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings, network: _NetworkProbe | None
 ) -> list[dict]:
@@ -202,13 +200,14 @@ def _profile_layer(
     norm = float(np.linalg.norm(kernel)) or 1.0
     rows = []
     methods = [m for m in spec.methods if settings.methods is None or m in settings.methods]
+    stats = _statistics(layer, spec, captured, settings) if settings.factorization == "data_aware" else None
     for method in methods:
         factorizer = get_factorizer(geom.kind, method)
         ranks = rank_grid(spec.useful_ranks[method], settings.ranks_per_method)
         if not ranks:
             continue
         start = time.perf_counter()
-        kernels = factorizer.decompose_ranks(kernel, geom, ranks, seed=settings.seed)
+        kernels = factorizer.decompose_ranks(kernel, geom, ranks, seed=settings.seed, stats=stats)
         shared = (time.perf_counter() - start) / len(ranks)
         for rank in ranks:
             tick = time.perf_counter()
@@ -240,7 +239,7 @@ def run_profile(
     """Similarity, params and MACs of every candidate; see ``PROFILE_COLUMNS``."""
     settings = settings or ProfileSettings()
     analysis = analysis or analyze(model)
-    data = check_calibration(model, calibration_x)[: settings.max_samples]
+    data = check_calibration(model, calibration_x, max_samples=settings.max_samples)[: settings.max_samples]
     specs = list(analysis.specs.values())
     layers = analysis.layers
     rows: list[dict] = []

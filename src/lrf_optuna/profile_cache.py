@@ -28,7 +28,14 @@ try:
 except ImportError:  # Windows: no cross-process lock, concurrent workers may each compute
     fcntl = None
 
-__all__ = ["cached_profile", "load_profile", "profile_key", "save_profile"]
+__all__ = [
+    "cached_profile",
+    "data_fingerprint",
+    "load_profile",
+    "model_fingerprint",
+    "profile_key",
+    "save_profile",
+]
 
 logger = logging.getLogger(__name__)
 FORMAT = 3  # 3: network-output columns; 2: exact floats (1 kept 10 digits)
@@ -40,11 +47,39 @@ def profile_key(model: keras.Model, data: np.ndarray, settings: ProfileSettings)
         json.dumps({"format": FORMAT, "settings": dataclasses.asdict(settings)}, sort_keys=True).encode()
     )
     digest.update(model.to_json().encode())
+    _add_weights(digest, model)
+    _add_data(digest, data, settings.max_samples)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: keras.Model) -> str:
+    """SHA-256 of the weights alone (shapes and bytes, in order): a study's model identity.
+
+    The architecture is left out (its JSON changes with a save and load); the search space
+    the study checks covers the layers.
+    """
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(str(np.shape(weight)).encode())
+    _add_weights(digest, model)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: np.ndarray, max_samples: int) -> str:
+    """SHA-256 of the calibration inputs a search uses (its first ``max_samples``)."""
+    digest = hashlib.sha256()
+    _add_data(digest, data, max_samples)
+    return digest.hexdigest()
+
+
+def _add_weights(digest, model: keras.Model) -> None:
     for weight in model.get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
+
+
+def _add_data(digest, data: np.ndarray, max_samples: int) -> None:
     digest.update(str(data.shape).encode())
-    digest.update(np.ascontiguousarray(data[: settings.max_samples], np.float32).tobytes())
-    return digest.hexdigest()
+    digest.update(np.ascontiguousarray(data[:max_samples], np.float32).tobytes())
 
 
 def _checksum(rows: list) -> str:

@@ -9,6 +9,7 @@ factorized network) and compares the network outputs.
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
 
 import keras
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.catalog import canonical_kernel, keras_kernel
 from lrf_optuna.factorizers import get_factorizer
+from lrf_optuna.factorizers.data_aware import LayerStatistics
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
 from lrf_optuna.swap import KernelSwapper
 
@@ -106,7 +108,12 @@ class LayerwiseProxy:
 
 
 class ModelProxy:
-    """Network-output similarity with reconstructed kernels swapped into a model copy."""
+    """Network-output similarity with reconstructed kernels swapped into a model copy.
+
+    ``stats`` (layer path -> ``LayerStatistics``, e.g. from ``statistics.collect_statistics``
+    on the same calibration data): the kernels are the data-aware ones, as
+    ``materialize(..., calibration=, refit=False)`` computes them.
+    """
 
     def __init__(
         self,
@@ -118,9 +125,11 @@ class ModelProxy:
         seed: int = 0,
         cache_mb: int = 1024,
         batch_size: int = 64,
+        stats: Mapping[str, LayerStatistics] | None = None,
     ):
         _check_choice("metric", metric, METRICS)
         self.analysis, self.metric, self.seed = analysis, metric, seed
+        self.stats = dict(stats or {})
         self.swapper = KernelSwapper(model, analysis, calibration_x, batch_size=batch_size)
         self.reference = ReferenceMaps(self.swapper.outputs())
         self.cache: collections.OrderedDict = collections.OrderedDict()
@@ -135,7 +144,7 @@ class ModelProxy:
         original = canonical_kernel(self.analysis.layers[name], geom)
         factorizer = get_factorizer(geom.kind, method)
         approx = factorizer.reconstruct(
-            factorizer.decompose(original, geom, rank, seed=self.seed), geom, rank
+            factorizer.decompose(original, geom, rank, seed=self.seed, stats=self.stats.get(name)), geom, rank
         )
         kernel = keras_kernel(approx, self.swapper.layers[name], geom)
         self.cache[key] = kernel

@@ -13,12 +13,12 @@ import os
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
 from lrf_optuna.study import FINETUNED_FROM
 
-__all__ = ["record_finetune"]
+__all__ = ["finetune_records", "record_finetune", "recorded_model"]
 
 
 def record_finetune(
@@ -47,3 +47,38 @@ def record_finetune(
     # add_trial returns nothing; found by its artifact id, not as the last trial (workers may add more).
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return next(t for t in reversed(trials) if t.user_attrs.get("model_artifact_id") == artifact_id)
+
+
+def finetune_records(study: optuna.Study, trial_number: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """Record trials holding a fine-tuned model (of search trial ``trial_number``), oldest first."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [
+        t
+        for t in trials
+        if "model_artifact_id" in t.user_attrs
+        and (trial_number is None or t.user_attrs.get(FINETUNED_FROM) == trial_number)
+    ]
+
+
+def recorded_model(record: optuna.trial.FrozenTrial, artifact_dir: str | os.PathLike, into: Path) -> Path:
+    """The record's ``.keras`` file: its artifact copied into the directory ``into`` (the
+    artifact is the exact file recorded; ``model_file`` may have been overwritten since), else
+    ``model_file`` when the artifact store is gone."""
+    artifact = Path(artifact_dir) / record.user_attrs["model_artifact_id"]
+    if artifact.is_file():
+        target = Path(into) / Path(record.user_attrs["model_file"]).name
+        download_artifact(
+            artifact_store=FileSystemArtifactStore(str(artifact_dir)),
+            artifact_id=record.user_attrs["model_artifact_id"],
+            file_path=str(target),
+        )
+        return target
+    model_file = Path(record.user_attrs["model_file"])
+    if not model_file.is_file():
+        trial = record.user_attrs[FINETUNED_FROM]
+        raise FileNotFoundError(
+            f"Invalid fine-tuning record of trial {trial}: expected its model as artifact '{artifact}' "
+            f"or as file '{model_file}', found neither. Fine-tune the trial again (lrf-optuna finetune "
+            f"--trial {trial}) to recreate it."
+        )
+    return model_file

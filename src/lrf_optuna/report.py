@@ -12,7 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from lrf_optuna.cost import Cost
-from lrf_optuna.finetune import FinetuneResult
+from lrf_optuna.finetuning import FinetuneResult
+from lrf_optuna.objective import trial_metrics
 from lrf_optuna.select import pareto_trials
 
 __all__ = ["decisions_figure", "pareto_figures", "pareto_frame", "summary_table", "write_report"]
@@ -32,9 +33,11 @@ def pareto_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per Pareto trial: objectives, ratios and how many layers use each method."""
     rows = []
     for trial in pareto_trials(study):
-        params, macs, similarity = trial.values
+        metrics = trial_metrics(trial, study.metric_names)
         row = {
-            "trial": trial.number, "params": int(params), "macs": int(macs), "similarity": similarity,
+            "trial": trial.number, "params": int(metrics["params"]), "flops": int(metrics["flops"]),
+            "macs": int(metrics["macs"]), "similarity": metrics["similarity"],
+            **({"latency_ms": metrics["latency"]} if "latency" in metrics else {}),
             "params_ratio": trial.user_attrs.get("params_ratio"), "macs_ratio": trial.user_attrs.get("macs_ratio"),
             "params_removed": trial.user_attrs.get("params_removed"),
         }  # fmt: skip
@@ -48,7 +51,7 @@ def pareto_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def pareto_figures(study: optuna.Study) -> dict[str, go.Figure]:
-    """2-D (params vs similarity, colored by MACs) and 3-D Pareto fronts."""
+    """2-D (params vs similarity, colored by FLOPs) and 3-D Pareto fronts."""
     frame = pareto_frame(study)
     hover = [f"trial {t}" for t in frame["trial"]]
     flat = go.Figure(
@@ -58,10 +61,10 @@ def pareto_figures(study: optuna.Study) -> dict[str, go.Figure]:
             mode="markers+lines",
             text=hover,
             marker={
-                "color": frame["macs"],
+                "color": frame["flops"],
                 "colorscale": "Viridis",
                 "showscale": True,
-                "colorbar": {"title": "MACs"},
+                "colorbar": {"title": "FLOPs"},
             },
         )
     )
@@ -69,11 +72,11 @@ def pareto_figures(study: optuna.Study) -> dict[str, go.Figure]:
         title=f"Pareto front of '{study.study_name}'", xaxis_title="params", yaxis_title="similarity"
     )
     cube = go.Figure(
-        go.Scatter3d(x=frame["params"], y=frame["macs"], z=frame["similarity"], mode="markers", text=hover)
+        go.Scatter3d(x=frame["params"], y=frame["flops"], z=frame["similarity"], mode="markers", text=hover)
     )
     cube.update_layout(
         title=f"Pareto front of '{study.study_name}' (3-D)",
-        scene={"xaxis_title": "params", "yaxis_title": "MACs", "zaxis_title": "similarity"},
+        scene={"xaxis_title": "params", "yaxis_title": "FLOPs", "zaxis_title": "similarity"},
     )
     return {"pareto_2d": flat, "pareto_3d": cube}
 
@@ -149,10 +152,10 @@ def summary_table(original: Cost, compressed: Cost, result: FinetuneResult | Non
             f"{compressed.params / original.params:.1%}",
         ),
         (
-            "MACs",
-            f"{original.macs:,}",
-            f"{compressed.macs:,}",
-            f"{compressed.macs / max(original.macs, 1):.1%}",
+            "FLOPs (2 x MACs)",
+            f"{original.flops:,}",
+            f"{compressed.flops:,}",
+            f"{compressed.flops / max(original.flops, 1):.1%}",
         ),
     ]
     if result is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping
 
 import keras
 import numpy as np
@@ -13,19 +12,29 @@ import optuna
 import pandas as pd
 
 from lrf_optuna.analysis import ModelAnalysis, analyze
-from lrf_optuna.objective import Constraints, Objective
+from lrf_optuna.latency_table import latency_table
+from lrf_optuna.objective import Objective
 from lrf_optuna.profile import ProfileSettings, check_calibration, check_weights, run_profile
-from lrf_optuna.profile_cache import cached_profile, profile_key
-from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC, LayerwiseProxy, ModelProxy
-from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace, methods_record
+from lrf_optuna.profile_cache import cached_profile, data_fingerprint, model_fingerprint, profile_key
+from lrf_optuna.proxy import LayerwiseProxy, ModelProxy
+from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.seeds import hull_params
-from lrf_optuna.storage import default_storage_url
-from lrf_optuna.study import GracefulInterrupt, SamplerSettings, open_study, remaining_trials
+from lrf_optuna.settings import (
+    SearchSettings,
+    has_record,
+    record_settings,
+    refuse_differences,
+    settings_from,
+    stored_settings,
+)
+from lrf_optuna.statistics import collect_statistics
+from lrf_optuna.storage import default_storage_url, open_storage
+from lrf_optuna.study import GracefulInterrupt, StopAtBudget, open_study, remaining_trials
 
 __all__ = ["make_objective", "plan_from_trial", "profile_model", "run_study"]
 
 logger = logging.getLogger(__name__)
-PROXIES = ("layerwise", "model")
+DEFAULT_CACHE_DIR = os.path.join("studies", "cache")
 
 
 def profile_model(
@@ -40,7 +49,7 @@ def profile_model(
     """The calibration profile (see ``lrf_optuna.profile``), cached under ``cache_dir``."""
     # unresolved output_samples means none: the same cache entry as a default search's
     settings = (settings or ProfileSettings()).for_metric(None)
-    data = check_calibration(model, calibration_x)
+    data = check_calibration(model, calibration_x, max_samples=settings.max_samples)
     analysis = analysis or analyze(model)
     compute = lambda: run_profile(
         model, data, settings=settings, analysis=analysis, show_progress=show_progress
@@ -52,58 +61,94 @@ def make_objective(
     model: keras.Model,
     calibration_x: np.ndarray,
     *,
+    settings: SearchSettings | None = None,
     profile: pd.DataFrame | None = None,
-    proxy: str = "layerwise",
-    metric: str = DEFAULT_METRIC,
-    aggregator: str = DEFAULT_AGGREGATOR,
-    constraints: Constraints | None = None,
-    methods: Iterable[str] | Mapping[str, Iterable[str]] | None = DEFAULT_METHODS,
-    profile_settings: ProfileSettings | None = None,
     cache_dir: str | os.PathLike | None = None,
-    seed: int = 0,
     show_progress: bool = True,
+    **options,
 ) -> Objective:
     """The objective for ``study.optimize`` (also usable alone through ``.evaluate``).
 
-    ``methods`` (default ``DEFAULT_METHODS``: every conv method, SVD for dense layers)
-    restricts the searched methods, as ``SearchSpace.from_analysis`` reads it; ``None``
-    searches every registered method.
+    ``options`` are ``SearchSettings`` fields (proxy, metric, aggregator, constraints,
+    methods, profile_settings, exclude, fixed, min_rank_fraction, seed), over ``settings``;
+    what neither gives takes ``SearchSettings``'s default (e.g. ``methods``: every conv
+    method, SVD for dense layers; ``None`` searches every registered method).
     """
-    if proxy not in PROXIES:
-        raise ValueError(f"Invalid `proxy`: expected one of {list(PROXIES)}, received {proxy!r}")
+    settings = SearchSettings(**settings_from(settings, options))
+    data = check_calibration(model, calibration_x, max_samples=settings.profile_settings.max_samples)
     analysis = analyze(model)
     check_weights(model)
-    space = SearchSpace.from_analysis(analysis, methods=methods)
-    profile_settings = (profile_settings or ProfileSettings()).for_metric(metric)
-    if proxy == "model":
-        data = check_calibration(model, calibration_x)
-        scorer = ModelProxy(
-            model,
-            analysis,
-            data[: profile_settings.max_samples],
-            metric=metric,
-            seed=seed,
-        )
+    return objective_for(
+        model,
+        data,
+        settings,
+        analysis=analysis,
+        profile=profile,
+        cache_dir=cache_dir,
+        show_progress=show_progress,
+    )
+
+
+def objective_for(
+    model: keras.Model,
+    data: np.ndarray,
+    settings: SearchSettings,
+    *,
+    analysis: ModelAnalysis,
+    profile: pd.DataFrame | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
+) -> Objective:
+    """The objective of ``settings`` on checked calibration ``data`` (see ``make_objective``)."""
+    space = settings.space(analysis)
+    profile_settings = settings.profile_settings.for_metric(settings.metric)
+    if settings.proxy == "model":
+        data = data[: profile_settings.max_samples]
+        stats = None
+        if profile_settings.factorization == "data_aware":  # score the factors materialize will build
+            layers = {
+                c.name: (analysis.layers[c.name], analysis.specs[c.name].geometry) for c in space.layers
+            }
+            layers.update({n: (analysis.layers[n], analysis.specs[n].geometry) for n in space.fixed})
+            stats = collect_statistics(
+                model, layers, data, batch_size=profile_settings.batch_size,
+                max_positions=profile_settings.max_positions, seed=profile_settings.seed,
+            )  # fmt: skip
+        scorer = ModelProxy(model, analysis, data, metric=settings.metric, seed=settings.seed, stats=stats)
     else:
         if profile is None:
             profile = profile_model(
                 model,
-                calibration_x,
+                data,
                 settings=profile_settings,
                 cache_dir=cache_dir,
                 analysis=analysis,
                 show_progress=show_progress,
             )
-        scorer = LayerwiseProxy(profile, analysis, metric=metric, aggregator=aggregator)
+        scorer = LayerwiseProxy(profile, analysis, metric=settings.metric, aggregator=settings.aggregator)
         _check_profile_covers(space, scorer)
-    return Objective(analysis, space, scorer, constraints=constraints)
+    latency = None
+    if settings.uses_latency:
+        methods = {c.name: tuple(c.useful_ranks) for c in space.layers}
+        methods.update({name: (method,) for name, (method, _) in space.fixed.items()})
+        latency = latency_table(
+            model, settings.latency_settings, methods, cache_dir=cache_dir, analysis=analysis
+        )
+    return Objective(
+        analysis,
+        space,
+        scorer,
+        constraints=settings.constraints,
+        objectives=settings.objectives,
+        latency=latency,
+    )
 
 
 def _check_profile_covers(space: SearchSpace, scorer: LayerwiseProxy) -> None:
     """Fail now, not at the first trial that picks an unprofiled (layer, method)."""
-    missing = [
-        f"{c.name}:{m}" for c in space.layers for m in c.useful_ranks if (c.name, m) not in scorer.curves
-    ]
+    wanted = [(c.name, m) for c in space.layers for m in c.useful_ranks]
+    wanted += [(name, method) for name, (method, _) in space.fixed.items()]
+    missing = [f"{name}:{method}" for name, method in wanted if (name, method) not in scorer.curves]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ValueError(
@@ -120,43 +165,59 @@ def run_study(
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str = "lrf_optuna",
     n_trials: int = 1000,
-    seed: int = 0,
-    sampler: str = "nsga2",
-    population_size: int = 50,
-    crossover: str = "uniform",
+    settings: SearchSettings | None = None,
+    profile: pd.DataFrame | None = None,
+    cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR,
     timeout: float | None = None,
     show_progress: bool = True,
     hull_seeds: bool = True,
-    **objective_options,
+    **options,
 ) -> optuna.Study:
-    """Run (or resume) the search until ``n_trials`` trials are COMPLETE; return the study.
+    """Run (or resume) the search until ``n_trials`` search trials are COMPLETE; return the study.
 
     ``storage`` defaults to ``sqlite:///studies/<study_name>.db``; calling again with
-    the same storage and name continues the study. ``objective_options`` go to
-    ``make_objective`` (proxy, metric, aggregator, constraints, methods, profile, ...).
-    ``n_trials=0`` only creates the study, records its settings and fills the profile
-    cache: ``lrf_optuna.worker.run_worker`` processes then share the search.
-    ``hull_seeds``: a new study first runs up to ``population_size`` plans of the layerwise
-    proxy's convex hull (``lrf_optuna.seeds``), after the anchors.
+    the same storage and name continues the study. ``options`` are ``SearchSettings``
+    fields (proxy, metric, aggregator, constraints, methods, profile_settings, exclude,
+    fixed, min_rank_fraction, sampler, population_size, crossover, seed, ...) over
+    ``settings``. A new study takes ``SearchSettings``'s defaults for the others and
+    records them all; a resumed study takes its recorded ones, and refuses (ValueError,
+    nothing written) options, model weights or calibration data that would make the new
+    trials incomparable with its trials. ``n_trials=0`` only creates the study, records its
+    settings and fills the profile cache: ``lrf_optuna.worker.run_worker`` processes then
+    share the search. ``hull_seeds``: a new study first runs up to ``population_size``
+    plans of the layerwise proxy's convex hull (``lrf_optuna.seeds``), after the anchors.
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
         raise ValueError(f"Invalid `n_trials`: expected an integer >= 0, received {n_trials!r}")
-    settings = SamplerSettings(name=sampler, population_size=population_size, crossover=crossover, seed=seed)
-    objective_options.setdefault("cache_dir", os.path.join("studies", "cache"))
-    objective = make_objective(
-        model, calibration_x, seed=seed, show_progress=show_progress, **objective_options
+    asked = settings_from(settings, options)
+    asked_settings = SearchSettings(**asked)
+    asked_settings.space(analysis := analyze(model))  # bad options: refused before any write
+    data = check_calibration(model, calibration_x, max_samples=asked_settings.profile_settings.max_samples)
+    check_weights(model)
+    storage = open_storage(default_storage_url(study_name) if storage is None else storage)
+    recorded = stored_settings(storage, study_name)
+    chosen = with_inputs(dataclasses.replace(recorded or SearchSettings(), **asked), model, data, profile)
+    if recorded is not None:
+        refuse_differences(study_name, recorded, chosen)
+    objective = objective_for(
+        model,
+        data,
+        chosen,
+        analysis=analysis,
+        profile=profile,
+        cache_dir=cache_dir,
+        show_progress=show_progress,
     )
-    storage = default_storage_url(study_name) if storage is None else storage
     study = open_study(
         storage,
         study_name,
-        settings,
+        chosen.sampler_settings(),
         objective.space,
-        seeds=hull_params(objective, count=max(1, population_size // 3)) if hull_seeds else (),
+        seeds=hull_params(objective, count=max(1, chosen.population_size // 3)) if hull_seeds else (),
+        objectives=chosen.objectives,
     )
-    if "lrf_optuna:base_params" not in study.user_attrs:
-        key = _profile_key(model, calibration_x, objective_options)
-        record_settings(study, objective, {**objective_options, "seed": seed}, settings, key)
+    if not has_record(study):
+        record_settings(study, chosen, analysis.cost)
     remaining = remaining_trials(study, n_trials)
     logger.info("study '%s': %d trial(s) to run", study_name, remaining)
     if remaining:
@@ -166,65 +227,52 @@ def run_study(
                 n_trials=remaining,
                 timeout=timeout,
                 show_progress_bar=show_progress,
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,)),
-                    interrupt,
-                ],
+                callbacks=[StopAtBudget(n_trials), interrupt],
             )
     return study
 
 
-def _profile_key(model: keras.Model, calibration_x: np.ndarray, options: dict) -> str | None:
-    if options.get("proxy", "layerwise") != "layerwise" or options.get("profile") is not None:
-        return None
-    data = check_calibration(model, calibration_x)
-    settings = (options.get("profile_settings") or ProfileSettings()).for_metric(
-        options.get("metric") or DEFAULT_METRIC
+def with_inputs(
+    settings: SearchSettings, model: keras.Model, data: np.ndarray, profile: pd.DataFrame | None
+) -> SearchSettings:
+    """``settings`` with the fingerprints of this model and calibration data."""
+    key = None
+    if settings.proxy == "layerwise" and profile is None:
+        key = profile_key(model, data, settings.profile_settings.for_metric(settings.metric))
+    return dataclasses.replace(
+        settings,
+        model_fingerprint=model_fingerprint(model),
+        data_fingerprint=data_fingerprint(data, settings.profile_settings.max_samples),
+        profile_key=key,
     )
-    return profile_key(model, data, settings)
-
-
-def record_settings(
-    study: optuna.Study,
-    objective: Objective,
-    options: dict,
-    sampler: SamplerSettings,
-    profile_key: str | None,
-) -> None:
-    """Store what a worker needs to rebuild the same objective and sampler (user attrs)."""
-    defaults = {"proxy": "layerwise", "metric": DEFAULT_METRIC, "aggregator": DEFAULT_AGGREGATOR}
-    profile_settings = dataclasses.asdict(options.get("profile_settings") or ProfileSettings())
-    methods = options.get("methods", DEFAULT_METHODS)
-    attrs = {
-        **{key: options.get(key) or default for key, default in defaults.items()},
-        "sampler": {k: getattr(sampler, k) for k in ("name", "population_size", "crossover")},
-        "seed": options.get("seed", 0),
-        "methods": methods_record(methods),
-        "constraints": dataclasses.asdict(objective.constraints),
-        "profile_settings": {**profile_settings, "methods": methods_record(profile_settings["methods"])},
-        "profile_key": profile_key,
-    }
-    for key, value in attrs.items():
-        study.set_user_attr(f"lrf_optuna:{key}", value)
-    # written last: a worker treats a study without it as still being created
-    study.set_user_attr("lrf_optuna:base_macs", objective.analysis.cost.macs)
-    study.set_user_attr("lrf_optuna:base_params", objective.analysis.cost.params)
 
 
 def plan_from_trial(
-    model: keras.Model | SearchSpace,
+    model: keras.Model | ModelAnalysis | SearchSpace,
     trial: optuna.trial.FrozenTrial,
     *,
-    methods: tuple[str, ...] | None = None,
+    study: optuna.Study | None = None,
+    settings: SearchSettings | None = None,
 ) -> dict[str, tuple[str, int]]:
-    """The plan a trial scored, replayed through ``optuna.trial.FixedTrial``.
+    """The plan a trial scored (fixed layers included), replayed through ``optuna.trial.FixedTrial``.
 
-    ``methods`` as the study searched them; the default (every method) also replays
-    the trials of a restricted study, unless the restriction left a layer out.
+    The trial is replayed in its study's search space: pass its ``study`` (whose recorded
+    settings are read: methods, excluded and fixed layers, minimum rank fraction) or
+    ``settings``; with neither, ``SearchSettings()``'s defaults, as a study searched
+    without options. ``model`` may also be the model's ``ModelAnalysis``, or a
+    ``SearchSpace`` used as it is. A trial whose parameters are not of that space is a
+    ValueError. ``compress_trial`` and the CLI replay trials through this function.
     """
-    space = (
-        model
-        if isinstance(model, SearchSpace)
-        else SearchSpace.from_analysis(analyze(model), methods=methods)
-    )
-    return space.plan_of(trial)
+    if study is not None and settings is not None:
+        raise ValueError("Invalid arguments: expected `study` or `settings`, received both; pass one")
+    if isinstance(model, SearchSpace):
+        if study is not None or settings is not None:
+            raise ValueError(
+                "Invalid arguments: a SearchSpace is replayed as it is, received `study`/`settings` "
+                "too; pass the model (or its analysis) with them instead"
+            )
+        return model.plan_of(trial)
+    if study is not None:
+        settings = SearchSettings.from_study(study)
+    analysis = model if isinstance(model, ModelAnalysis) else analyze(model)
+    return (settings or SearchSettings()).space(analysis).plan_of(trial)

@@ -49,7 +49,7 @@ def _score_map(aggregator: str, weights: np.ndarray):
 def _layer_candidates(objective: Objective, proxy: LayerwiseProxy, index: int, to_term) -> _Candidates:
     choices = objective.space.layers[index]
     name, base = choices.name, objective.analysis.cost
-    rows = [(NONE, 0)] + [(m, r) for m, top in choices.useful_ranks.items() for r in range(1, top + 1)]
+    rows = [(NONE, 0)] + [(m, r) for m in choices.useful_ranks for r in choices.ranks(m)]
     scores, params, macs = [1.0], [0.0], [0.0]
     for method, rank in rows[1:]:
         saved = base - objective.cost({name: (method, rank)})
@@ -108,5 +108,5 @@ def _params(objective: Objective, plan: tuple[tuple[str, int], ...]) -> dict[str
     params: dict[str, object] = {}
     for choices, (method, rank) in zip(objective.space.layers, plan):
         params[choices.method_param] = method
-        params[choices.rank_param] = rank if method != NONE else 1
+        params[choices.rank_param] = rank if method != NONE else choices.min_rank
     return params

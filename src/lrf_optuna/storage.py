@@ -20,6 +20,8 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
+from lrf_optuna.sqlite_check import check_sqlite_file, unreadable
+
 __all__ = ["HeartbeatSettings", "artifact_dir_for", "default_storage_url", "open_storage", "storage_label"]
 
 logger = logging.getLogger(__name__)
@@ -188,11 +190,7 @@ def _rdb(url: str, heartbeat: HeartbeatSettings) -> optuna.storages.RDBStorage:
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         if url.startswith(SQLITE_PREFIX):
-            raise ValueError(
-                f"Invalid SQLite database '{label}': expected an Optuna SQLite database, received a "
-                f"file that SQLite cannot open ({reason}: corrupt, or another format). The file was "
-                "not modified. Pass another --storage, or restore the file from a backup."
-            ) from error
+            raise unreadable(label, reason) from error
         raise ConnectionError(
             f"Invalid `storage` '{label}': cannot connect to the database ({reason}). "
             "Fix: start the database server, or correct the host, port, user, password and name."
@@ -228,9 +226,10 @@ def open_storage(
     if sqlite_path is None:
         return _rdb(url, heartbeat)
     # No Python open() of the file here: closing any descriptor of an SQLite file drops
-    # the POSIX locks of every SQLite connection of this process (corruption); SQLite
-    # itself refuses a file that is not a database, without writing to it.
+    # the POSIX locks of every SQLite connection of this process (corruption). SQLite
+    # itself reads it first: Optuna would add its tables to any database it opens.
     _prepare_file(sqlite_path, create=create, kind="database")
+    check_sqlite_file(sqlite_path, url=storage_label(url))
     storage = _rdb(url, heartbeat)
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     sqlalchemy.event.listen(storage.engine, "begin", _sqlite_begin)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import optuna
 
-from lrf_optuna.objective import DIRECTIONS, METRIC_NAMES
+from lrf_optuna.objective import DEFAULT_OBJECTIVES, LEGACY_OBJECTIVES, directions
 from lrf_optuna.search_space import SearchSpace
 from lrf_optuna.storage import CREATE_HINT, open_storage, storage_label
 
@@ -20,6 +20,7 @@ FINETUNED_FROM = "lrf_optuna:finetuned_from"  # user attr of fine-tuning record 
 __all__ = [
     "GracefulInterrupt",
     "SamplerSettings",
+    "StopAtBudget",
     "anchor_params",
     "check_space",
     "complete_search_trials",
@@ -27,6 +28,7 @@ __all__ = [
     "make_sampler",
     "open_study",
     "remaining_trials",
+    "study_objectives",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,23 +82,30 @@ def make_sampler(settings: SamplerSettings, *, offset: int = 0) -> optuna.sample
 
 
 def open_study(
-    storage, study_name: str, settings: SamplerSettings, space: SearchSpace, *, seeds: Sequence[dict] = ()
+    storage,
+    study_name: str,
+    settings: SamplerSettings,
+    space: SearchSpace,
+    *,
+    seeds: Sequence[dict] = (),
+    objectives: Sequence[str] = DEFAULT_OBJECTIVES,
 ) -> optuna.Study:
     """Create the study (once) or load it; the sampler is rebuilt each time (Optuna doesn't store it).
 
-    A new study gets the anchors, then ``seeds`` (trial params), as its first trials.
+    A new study gets the anchors, then ``seeds`` (trial params), as its first trials; its
+    metric names are ``objectives``.
     """
     storage = open_storage(storage)
     study = optuna.create_study(
-        storage=storage, study_name=study_name, directions=DIRECTIONS, load_if_exists=True
+        storage=storage, study_name=study_name, directions=directions(objectives), load_if_exists=True
     )
-    _check_directions(study)
+    _check_directions(study, objectives)
     check_space(study, space)
     study.sampler = make_sampler(settings, offset=len(study.get_trials(deepcopy=False)))
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still the only way
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(METRIC_NAMES)
+            study.set_metric_names(list(objectives))
     if not study.user_attrs.get(ANCHORS_ATTR):
         for params in [*anchor_params(space), *seeds]:
             study.enqueue_trial(params, skip_if_exists=True)
@@ -118,18 +127,23 @@ def load_existing_study(storage, study_name: str, space: SearchSpace | None = No
             f"received {study_name!r}. {CREATE_HINT}"
         )
     study = optuna.load_study(study_name=study_name, storage=storage)
-    _check_directions(study)
+    _check_directions(study, study_objectives(study))
     if space is not None:
         check_space(study, space)
     return study
 
 
-def _check_directions(study: optuna.Study) -> None:
-    directions = [d.name.lower() for d in study.directions]
-    if directions != DIRECTIONS:
+def study_objectives(study: optuna.Study) -> tuple[str, ...]:
+    """The objectives a study searched (its metric names; studies before names: the legacy three)."""
+    return tuple(study.metric_names or LEGACY_OBJECTIVES)
+
+
+def _check_directions(study: optuna.Study, objectives: Sequence[str]) -> None:
+    found = [d.name.lower() for d in study.directions]
+    if found != directions(objectives):
         raise ValueError(
-            f"Invalid study '{study.study_name}': expected directions {DIRECTIONS}, received "
-            f"{directions}. Use another --study name."
+            f"Invalid study '{study.study_name}': expected the directions of objectives {list(objectives)} "
+            f"({directions(objectives)}), received {found}. Use another --study name."
         )
 
 
@@ -177,6 +191,20 @@ def complete_search_trials(study: optuna.Study) -> int:
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     """Trials still to run so that ``n_trials`` are COMPLETE (a RUNNING one does not count)."""
     return max(0, n_trials - complete_search_trials(study))
+
+
+@dataclasses.dataclass(frozen=True)
+class StopAtBudget:
+    """Callback: stop once ``n_trials`` search trials are COMPLETE.
+
+    Unlike ``optuna.study.MaxTrialsCallback``, fine-tuning record trials never count.
+    """
+
+    n_trials: int
+
+    def __call__(self, study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if remaining_trials(study, self.n_trials) == 0:
+            study.stop()
 
 
 class GracefulInterrupt:

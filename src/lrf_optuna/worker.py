@@ -38,15 +38,13 @@ import keras
 import numpy as np
 import optuna
 
-from lrf_optuna.objective import Constraints
-from lrf_optuna.profile import ProfileSettings, check_calibration
-from lrf_optuna.profile_cache import profile_key
-from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
-from lrf_optuna.search import make_objective
+from lrf_optuna.analysis import analyze
+from lrf_optuna.profile import check_calibration, check_weights
+from lrf_optuna.search import DEFAULT_CACHE_DIR, objective_for, with_inputs
+from lrf_optuna.settings import SearchSettings, has_record, refuse_differences
 from lrf_optuna.study import (
     FINETUNED_FROM,
     GracefulInterrupt,
-    SamplerSettings,
     check_space,
     load_existing_study,
     make_sampler,
@@ -59,7 +57,6 @@ logger = logging.getLogger(__name__)
 OWNER_ATTR = "lrf_optuna:worker"
 SURPLUS_ATTR = "lrf_optuna:surplus"
 ATTR = "lrf_optuna:"
-DEFAULT_CACHE_DIR = os.path.join("studies", "cache")
 State = optuna.trial.TrialState
 
 
@@ -83,82 +80,43 @@ def run_worker(
 ) -> optuna.Study:
     """Join the existing study ``study_name`` and search until it has ``n_trials`` COMPLETE.
 
-    The proxy, metric, aggregator, constraints, methods, profile and sampler settings are
-    the ones ``run_study`` recorded in the study. The profile comes from ``cache_dir``
+    Every setting (``SearchSettings``) is the one ``run_study`` recorded in the study; a
+    model or calibration data other than the study's is refused (ValueError listing each
+    difference). The profile comes from ``cache_dir``
     (computed once, under a lock, when missing). ``worker_id`` (default: the process id)
     offsets the sampler's ``seed``. See the module docstring for the budget protocol.
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"Invalid `n_trials`: expected an integer >= 1, received {n_trials!r}")
     study = load_existing_study(storage, study_name)
-    attrs = _recorded(study)
-    _check_model(study, model, calibration_x, attrs)
-    objective = make_objective(
-        model,
-        calibration_x,
-        proxy=attrs["proxy"],
-        metric=attrs["metric"],
-        aggregator=attrs["aggregator"],
-        constraints=Constraints(**attrs["constraints"]),
-        methods=attrs["methods"],
-        profile_settings=attrs["profile_settings"],
-        cache_dir=cache_dir,
-        seed=attrs["seed"],
-        show_progress=False,
-    )
-    check_space(study, objective.space)
-    worker = os.getpid() if worker_id is None else worker_id
-    trials_so_far = len(study.get_trials(deepcopy=False))
-    sampler = SamplerSettings(**attrs["sampler"], seed=worker_seed(seed, worker, trials_so_far))
-    study.sampler = make_sampler(sampler)
-    return optimize_shared(study, objective, n_trials=n_trials, timeout=timeout, poll_interval=poll_interval)
-
-
-def _recorded(study: optuna.Study) -> dict:
-    attrs = study.user_attrs
-    if f"{ATTR}base_params" not in attrs:
+    if not has_record(study):
         raise ValueError(
             f"Invalid study '{study.study_name}': expected a study created by lrf_optuna "
             "(run_study / `lrf-optuna search`), received one without its settings. Create it with "
             "`lrf-optuna search --trials 0` and the same --model/--data."
         )
-    sampler = attrs.get(f"{ATTR}sampler") or {"name": "nsga2", "population_size": 50, "crossover": "uniform"}
-    profile = dict(attrs.get(f"{ATTR}profile_settings") or {})
-    if profile.get("methods") is not None:
-        profile["methods"] = tuple(profile["methods"])
-    methods = attrs.get(f"{ATTR}methods")
-    return {
-        "proxy": attrs.get(f"{ATTR}proxy") or "layerwise",
-        "metric": attrs.get(f"{ATTR}metric") or DEFAULT_METRIC,
-        "aggregator": attrs.get(f"{ATTR}aggregator") or DEFAULT_AGGREGATOR,
-        "constraints": attrs.get(f"{ATTR}constraints") or {},
-        "methods": methods if methods is None or isinstance(methods, dict) else tuple(methods),
-        "profile_settings": ProfileSettings(**profile),
-        "profile_key": attrs.get(f"{ATTR}profile_key"),
-        "sampler": sampler,
-        "seed": attrs.get(f"{ATTR}seed", 0),
-        "base_params": attrs[f"{ATTR}base_params"],
-    }
+    recorded = SearchSettings.from_study(study)
+    data = check_calibration(model, calibration_x, max_samples=recorded.profile_settings.max_samples)
+    check_weights(model)
+    _check_params(study, model)
+    refuse_differences(study.study_name, recorded, with_inputs(recorded, model, data, None))
+    objective = objective_for(
+        model, data, recorded, analysis=analyze(model), cache_dir=cache_dir, show_progress=False
+    )
+    check_space(study, objective.space)
+    worker = os.getpid() if worker_id is None else worker_id
+    trials_so_far = len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(recorded.sampler_settings(seed=worker_seed(seed, worker, trials_so_far)))
+    return optimize_shared(study, objective, n_trials=n_trials, timeout=timeout, poll_interval=poll_interval)
 
 
-def _check_model(study: optuna.Study, model: keras.Model, calibration_x, attrs: dict) -> None:
-    params = model.count_params()
-    if params != attrs["base_params"]:
+def _check_params(study: optuna.Study, model: keras.Model) -> None:
+    """Another model is named as such (its weights' fingerprint would only say "other weights")."""
+    expected, params = study.user_attrs[f"{ATTR}base_params"], model.count_params()
+    if params != expected:
         raise ValueError(
             f"Invalid model for study '{study.study_name}': expected the model it was created with "
-            f"({attrs['base_params']} params), received one with {params} params"
-        )
-    expected = attrs["profile_key"]
-    if expected is None:
-        return
-    settings = attrs["profile_settings"].for_metric(attrs["metric"])  # as run_study keyed it
-    received = profile_key(model, check_calibration(model, calibration_x), settings)
-    if received != expected:
-        raise ValueError(
-            f"Invalid calibration data for study '{study.study_name}': expected the model weights and "
-            f"data it was profiled with (profile {expected[:12]}), received others "
-            f"(profile {received[:12]}). Use the same --model, --data, --calibration and --seed as "
-            "`lrf-optuna search`."
+            f"({expected} params), received one with {params} params"
         )
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import abc
+import math
 
 import numpy as np
 
 from lrf_optuna.cost import Cost
+from lrf_optuna.factorizers.data_aware import LayerStatistics
 from lrf_optuna.factorizers.stages import Stage, chain_cost, layer_cost
 from lrf_optuna.geometry import LayerGeometry
 
-__all__ = ["Factorizer", "get_factorizer", "methods_for", "register"]
+__all__ = ["Factorizer", "check_statistics", "get_factorizer", "methods_for", "register", "statistics_shape"]
 
 _REGISTRY: dict[tuple[str, str], Factorizer] = {}
 # Listing order (the paper's order); methods registered later come after these.
@@ -40,8 +42,14 @@ class Factorizer(abc.ABC):
     def stages(self, geom: LayerGeometry, rank: int) -> tuple[Stage, ...]:
         """The chain of stock layers that replaces the layer at ``rank``."""
 
-    def prepare(self, kernel: np.ndarray, geom: LayerGeometry, *, seed: int) -> object:
-        """Work shared by every rank (e.g. one SVD); the default shares nothing."""
+    def prepare(
+        self, kernel: np.ndarray, geom: LayerGeometry, *, seed: int, stats: LayerStatistics | None = None
+    ) -> object:
+        """Work shared by every rank (e.g. one SVD); the default shares nothing.
+
+        With ``stats`` (the layer's calibration statistics) the factors minimize the
+        layer's output error on that data instead of the weight error (same stages).
+        """
         return kernel
 
     @abc.abstractmethod
@@ -52,15 +60,34 @@ class Factorizer(abc.ABC):
     def reconstruct(self, kernels: list[np.ndarray], geom: LayerGeometry, rank: int) -> np.ndarray:
         """The canonical kernel that the chain of ``kernels`` (made at ``rank``) computes."""
 
-    def decompose(self, kernel: np.ndarray, geom: LayerGeometry, rank: int, *, seed: int) -> list[np.ndarray]:
+    def decompose(
+        self,
+        kernel: np.ndarray,
+        geom: LayerGeometry,
+        rank: int,
+        *,
+        seed: int,
+        stats: LayerStatistics | None = None,
+    ) -> list[np.ndarray]:
         """One canonical kernel per stage, for ``kernel`` factorized at ``rank``."""
-        return self.decompose_ranks(kernel, geom, [rank], seed=seed)[rank]
+        return self.decompose_ranks(kernel, geom, [rank], seed=seed, stats=stats)[rank]
 
     def decompose_ranks(
-        self, kernel: np.ndarray, geom: LayerGeometry, ranks: list[int], *, seed: int
+        self,
+        kernel: np.ndarray,
+        geom: LayerGeometry,
+        ranks: list[int],
+        *,
+        seed: int,
+        stats: LayerStatistics | None = None,
     ) -> dict[int, list[np.ndarray]]:
-        """Stage kernels for several ranks, sharing ``prepare`` between them."""
-        prepared = self.prepare(kernel, geom, seed=seed)
+        """Stage kernels for several ranks, sharing ``prepare`` between them.
+
+        ``stats=None``: the weight-only factors; otherwise data-aware ones (see ``prepare``).
+        """
+        if stats is not None:
+            check_statistics(stats, geom)
+        prepared = self.prepare(kernel, geom, seed=seed, stats=stats)
         result = {}
         for rank in ranks:
             kernels = self.at_rank(prepared, geom, rank, seed=seed)
@@ -84,6 +111,23 @@ class Factorizer(abc.ABC):
             else:
                 high = mid - 1
         return low
+
+
+def statistics_shape(geom: LayerGeometry) -> tuple[int, int, int]:
+    """``(groups, D, D)``: the shape of the moments ``LayerStatistics`` holds for ``geom``."""
+    if geom.kind == "conv":
+        dim = math.prod(geom.kernel_shape[:-1])
+        return geom.groups, dim, dim
+    return 1, geom.kernel_shape[0], geom.kernel_shape[0]
+
+
+def check_statistics(stats: LayerStatistics, geom: LayerGeometry) -> None:
+    expected = statistics_shape(geom)
+    if stats.moments.shape != expected:
+        raise ValueError(
+            f"Invalid `stats` for layer '{geom.name}': expected moments of shape {expected}, "
+            f"received {stats.moments.shape}. Compute them for this layer (lrf_optuna.statistics)."
+        )
 
 
 def register(factorizer_cls: type[Factorizer]) -> type[Factorizer]:

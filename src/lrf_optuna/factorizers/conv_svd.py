@@ -12,6 +12,7 @@ from lrf_optuna.factorizers.conv_common import (
     split_groups,
     stack_groups,
 )
+from lrf_optuna.factorizers.data_aware import regularized, whitened_svd
 from lrf_optuna.geometry import LayerGeometry
 
 
@@ -27,8 +28,12 @@ class ChannelSVD(Factorizer):
         r, g = min(rank, self.full_rank(geom)), geom.groups
         return conv_stages(geom, (r * g, g, "all"), (geom.out_channels, g, "none"))
 
-    def prepare(self, kernel, geom, *, seed):
-        return [balanced_svd(p.reshape(-1, p.shape[-1])) for p in split_groups(kernel, geom.groups)]
+    def prepare(self, kernel, geom, *, seed, stats=None):
+        parts = [p.reshape(-1, p.shape[-1]) for p in split_groups(kernel, geom.groups)]
+        if stats is None:
+            return [balanced_svd(p) for p in parts]
+        # Output PCA (closed-form optimum of the output error): same slicing per rank.
+        return [whitened_svd(p, regularized(m)) for p, m in zip(parts, stats.moments)]
 
     def at_rank(self, prepared, geom, rank, *, seed):
         r = min(rank, self.full_rank(geom))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import balanced_svd
+from lrf_optuna.factorizers.data_aware import regularized, whitened_svd
 from lrf_optuna.factorizers.stages import ConvStage, DenseStage, SeparableStage
 from lrf_optuna.geometry import LayerGeometry
 
@@ -29,8 +30,10 @@ class DenseSVD(Factorizer):
             return (SeparableStage(r), pointwise)
         return (DenseStage(r), DenseStage(geom.out_channels))
 
-    def prepare(self, kernel, geom, *, seed):
-        return balanced_svd(kernel)
+    def prepare(self, kernel, geom, *, seed, stats=None):
+        if stats is None:
+            return balanced_svd(kernel)
+        return whitened_svd(kernel, regularized(stats.moments[0]))  # output PCA
 
     def at_rank(self, prepared, geom, rank, *, seed):
         r = min(rank, self.full_rank(geom))

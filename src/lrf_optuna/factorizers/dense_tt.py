@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from lrf_optuna.factorizers.base import Factorizer, register
+from lrf_optuna.factorizers.data_aware import regularized
 from lrf_optuna.factorizers.stages import TTStage
 from lrf_optuna.factorizers.tensorize import balanced_modes
 from lrf_optuna.geometry import LayerGeometry
@@ -52,20 +53,26 @@ class TensorTrain(Factorizer):
         inner = tuple(min(rank, bound) for bound in bond_bounds(in_modes, out_modes))
         return (TTStage(in_modes, out_modes, (1,) + inner + (1,)),)
 
-    def prepare(self, kernel, geom, *, seed):
+    def prepare(self, kernel, geom, *, seed, stats=None):
         # TT-SVD is sequential: the SVD of step k depends on the ranks before it,
         # so nothing is shared across ranks.
-        return kernel.astype(np.float64)
+        if stats is None:
+            return kernel.astype(np.float64), None
+        return kernel.astype(np.float64), regularized(stats.moments[0])
 
     def at_rank(self, prepared, geom, rank, *, seed):
+        kernel, moment = prepared
         (stage,) = self.stages(geom, rank)
-        tensor = _to_tt_order(prepared, stage.in_modes, stage.out_modes)
+        tensor = _to_tt_order(kernel, stage.in_modes, stage.out_modes)
         cores, remainder = [], tensor
         for r0, i, o, r1 in stage.core_shapes()[:-1]:
             u, s, vt = np.linalg.svd(remainder.reshape(r0 * i * o, -1), full_matrices=False)
             cores.append(u[:, :r1].reshape(r0, i, o, r1))
             remainder = s[:r1, None] * vt[:r1]
-        cores.append(remainder.reshape(stage.core_shapes()[-1]))
+        if moment is None:
+            cores.append(remainder.reshape(stage.core_shapes()[-1]))
+        else:
+            cores.append(_last_core(cores, kernel, moment, stage))
         return cores
 
     def reconstruct(self, kernels, geom, rank):
@@ -77,3 +84,34 @@ class TensorTrain(Factorizer):
         full = full.reshape([n for pair in zip(stage.in_modes, stage.out_modes) for n in pair])
         order = [2 * k for k in range(d)] + [2 * k + 1 for k in range(d)]
         return full.transpose(order).reshape(geom.kernel_shape)
+
+
+def _last_core(cores: list[np.ndarray], kernel: np.ndarray, moment: np.ndarray, stage: TTStage) -> np.ndarray:
+    """Data-aware TT: the TT-SVD's first cores, and the last core that minimizes the output
+    error under the input moment ``C`` given them (least squares, closed form).
+
+    With ``A`` the first input modes, ``O`` the first output modes and ``r`` the last
+    bond, the chain computes ``W'[(a,i),(O,o)] = sum_r L[a,O,r] G[r,i,o]``: for each ``O``
+    a design matrix ``(a,i) -> (r,i)``, all sharing ``G``.
+    """
+    left = cores[0][0]  # (i1, o1, r1)
+    for core in cores[1:]:
+        left = np.tensordot(left, core, axes=([-1], [0]))  # (i1, o1, i2, o2, ..., r)
+    d = len(stage.in_modes)
+    order = [2 * k for k in range(d - 1)] + [2 * k + 1 for k in range(d - 1)] + [2 * d - 2]
+    rank = left.shape[-1]
+    n_a, n_o = math.prod(stage.in_modes[:-1]), math.prod(stage.out_modes[:-1])
+    i_d, o_d = stage.in_modes[-1], stage.out_modes[-1]
+    left = left.transpose(order).reshape(n_a, n_o, rank)
+    blocks = moment.reshape(n_a, i_d, n_a, i_d)
+    cross = np.einsum("aOr,aiOo->rio", left, (moment @ kernel).reshape(n_a, i_d, n_o, o_d))
+    gram = np.zeros((rank, i_d, rank, i_d))
+    for o in range(n_o):  # one output block at a time: bounded memory
+        weighted = np.einsum("aibj,bs->aisj", blocks, left[:, o])
+        gram += np.einsum("ar,aisj->risj", left[:, o], weighted)
+    gram, cross = gram.reshape(rank * i_d, -1), cross.reshape(rank * i_d, o_d)
+    try:
+        last = np.linalg.solve(gram, cross)
+    except np.linalg.LinAlgError:
+        last = np.linalg.lstsq(gram, cross, rcond=None)[0]
+    return last.reshape(rank, i_d, o_d, 1)

@@ -1,0 +1,188 @@
+"""Measured latency of compressed models vs their originals, in Keras and TFLite (issue 17).
+
+For each reference model (studies/models/*.keras) the original and fixed compressed plans
+(every layer the method makes cheaper, at a quarter of its full rank: Tucker-2 convs, CP
+convs, SVD convs; dense layers SVD in each) are materialized (weights do not change timing,
+so nothing is fine-tuned) and timed with ``lo.measure_latency``: Keras ``predict_on_batch``
+at batch 1 and 64 (TensorFlow's threads), the TFLite interpreter at batch 1 on one thread;
+median milliseconds over warm runs, and each compressed/original ratio. ``--knee STUDY`` adds
+the Pareto knee of an existing study of ``--knee-model`` (``make demo``'s: ``--knee demo``).
+
+Timings need a quiet machine: run the full mode alone, never beside other jobs.
+
+    python benchmarks/latency.py                     # full: every reference model
+    python benchmarks/latency.py --knee demo         # plus make demo's knee
+    python benchmarks/latency.py --quick             # smoke test: a tiny model, a tiny search
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import optuna
+from tables import fixed_width, run_line
+
+import lrf_optuna as lo
+from lrf_optuna.model_io import load_model_file
+from lrf_optuna.storage import default_storage_url, open_storage
+from lrf_optuna.tflite import convert_tflite
+
+MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
+CONV_METHODS = ("tucker2", "cp", "svd")
+RANK_FRACTION = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    keras_batches: tuple[int, ...] = (1, 64)
+    warmup: int = 5
+    runs: int = 50
+
+
+QUICK = Settings(keras_batches=(1, 8), warmup=1, runs=5)
+
+
+def quarter_plan(model: keras.Model, conv_method: str) -> dict[str, tuple[str, int]]:
+    """``conv_method`` on every conv it makes cheaper, SVD on every dense one, rank max_rank / 4."""
+    plan = {}
+    for spec in lo.compressible_layers(model):
+        method = "svd" if spec.kind == "dense" else conv_method
+        rank = max(1, round(spec.max_rank * RANK_FRACTION))
+        if method in spec.methods and 0 < rank <= spec.useful_ranks.get(method, 0):
+            plan[spec.name] = (method, rank)
+    return plan
+
+
+def knee_plan(model: keras.Model, study: optuna.Study) -> dict[str, tuple[str, int]]:
+    """The plan of the study's Pareto knee (what ``lrf-optuna finetune`` picks by default)."""
+    methods = study.user_attrs.get("lrf_optuna:methods")
+    return lo.plan_from_trial(model, lo.select_trial(study), methods=methods)
+
+
+def measure(model: keras.Model, settings: Settings) -> list[float]:
+    """[params, MFLOPs, .tflite KB, Keras ms per batch size..., TFLite ms]."""
+    cost = lo.model_cost(model)
+    timing = {"warmup": settings.warmup, "runs": settings.runs}
+    keras_ms = [
+        lo.measure_latency(model, runtime="keras", batch_size=batch, **timing).median_ms
+        for batch in settings.keras_batches
+    ]
+    tflite_ms = lo.measure_latency(model, runtime="tflite", batch_size=1, threads=1, **timing).median_ms
+    size = len(convert_tflite(model)) / 1e3
+    return [cost.params, 2 * cost.macs / 1e6, size, *keras_ms, tflite_ms]
+
+
+def rows_for(name: str, model: keras.Model, plans: dict[str, dict], settings: Settings) -> list[list]:
+    original = measure(model, settings)
+    rows = [[name, "original", *_with_ratios(original, original)]]
+    for label, plan in plans.items():
+        if not plan:
+            logging.info("%s: %s leaves every layer as it is; skipped", name, label)
+            continue
+        compressed = lo.materialize(model, plan, seed=0)
+        rows.append(
+            [name, f"{label} ({len(plan)} layers)", *_with_ratios(measure(compressed, settings), original)]
+        )
+    return rows
+
+
+def _with_ratios(values: list[float], original: list[float]) -> list[float]:
+    params, mflops, size, *timed = values
+    return [int(params), mflops, size, *(v for t, o in zip(timed, original[3:]) for v in (t, t / o))]
+
+
+def table(rows: list[list], settings: Settings) -> str:
+    columns = [
+        ("model", "<12"),
+        ("variant", "<26"),
+        ("params", ">9d"),
+        ("MFLOPs", ">9.2f"),
+        ("tflite KB", ">9.1f"),
+    ]
+    for batch in settings.keras_batches:
+        columns += [(f"keras b{batch} ms", ">12.3f"), ("x", ">6.2f")]
+    columns += [("tflite b1 ms", ">12.3f"), ("x", ">6.2f")]
+    return fixed_width(columns, rows)
+
+
+def tiny_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(16, 3, activation="relu", name="conv1")(inputs)
+    h = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="conv2")(h)
+    h = keras.layers.Dense(32, activation="relu", name="fc1")(keras.layers.Flatten()(h))
+    return keras.Model(inputs, keras.layers.Dense(10, name="fc2")(h), name="tiny")
+
+
+def tiny_knee(model: keras.Model) -> dict[str, tuple[str, int]]:
+    """The knee of an 8-trial search of the tiny model (in memory)."""
+    x = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as cache:
+        study = lo.run_study(
+            model, x, storage=optuna.storages.InMemoryStorage(), n_trials=8, population_size=4,
+            show_progress=False, hull_seeds=False, cache_dir=cache,
+        )  # fmt: skip
+    return knee_plan(model, study)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a tiny model and search: a smoke test")
+    parser.add_argument("--models", nargs="+", default=None, help="reference model names (default: all)")
+    parser.add_argument("--knee", default=None, help="also the Pareto knee of this existing study")
+    parser.add_argument("--knee-model", default=str(MODELS / "resnet_small.keras"), help="the study's model")
+    parser.add_argument(
+        "--storage", default=None, help="the study's storage (default: sqlite:///studies/<knee>.db)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    settings = QUICK if args.quick else Settings()
+    rows = []
+    if args.quick:
+        model = tiny_model()
+        plans = {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}
+        rows += rows_for("tiny", model, {**plans, "search knee": tiny_knee(model)}, settings)
+    else:
+        paths = (
+            [MODELS / f"{name}.keras" for name in args.models]
+            if args.models
+            else sorted(MODELS.glob("*.keras"))
+        )
+        for path in paths:
+            model = load_model_file(path)
+            rows += rows_for(
+                path.stem, model, {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}, settings
+            )
+    if args.knee:
+        model = load_model_file(args.knee_model)
+        storage = args.storage or default_storage_url(args.knee)
+        study = optuna.load_study(study_name=args.knee, storage=open_storage(storage, create=False))
+        rows += rows_for(
+            Path(args.knee_model).stem, model, {f"knee of '{args.knee}'": knee_plan(model, study)}, settings
+        )
+    print(
+        run_line("latency", quick=args.quick) + "\n"
+        f"median ms per batch over {settings.runs} warm runs ({settings.warmup} untimed first); Keras "
+        "predict_on_batch on TensorFlow's threads, TFLite interpreter on 1 thread; x: compressed / original\n"
+    )
+    print(table(rows, settings))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
