@@ -5,7 +5,7 @@ at the ``--targets`` fractions of params removed (0: the uncompressed model); ea
 fine-tuned once per schedule from the same materialized weights, accuracy on the 10,000
 Fashion-MNIST test images. The library's default (``lo.finetune``) follows this table.
 
-    python benchmarks/finetune_schedule.py              # full: README numbers
+    python benchmarks/finetune_schedule.py              # full: the numbers in docs/results.md
     python benchmarks/finetune_schedule.py --quick      # smoke test
 """
 
@@ -26,7 +26,7 @@ from tables import fixed_width, run_line
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
 from lrf_optuna.proxy import DEFAULT_AGGREGATOR
-from lrf_optuna.workflow import calibration_subset
+from lrf_optuna.workflow import calibration_subset, materialize_as_searched
 
 # label: (schedule, learning rate, distill from the original model)
 SCHEDULES = {"constant 1e-4": ("constant", 1e-4, False), "cosine from 3e-4": ("cosine", 3e-4, False),
@@ -63,7 +63,9 @@ def run(name: str, args) -> list[dict]:
         row = {"model": name, "params_removed": 1 - analysis.plan_cost(plan).params / analysis.cost.params}
         for label in args.schedules:
             schedule, rate, distill = SCHEDULES[label]
-            compressed = lo.materialize(model, plan, seed=args.seed, analysis=analysis)
+            compressed = materialize_as_searched(
+                model, plan, study, x_train, seed=args.seed, analysis=analysis
+            )
             result = lo.finetune(compressed, train, validation_data=test, epochs=args.epochs, schedule=schedule,
                                  learning_rate=rate, original=model if distill else None, distill=distill,
                                  seed=args.seed)  # fmt: skip

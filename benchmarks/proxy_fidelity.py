@@ -12,11 +12,11 @@ proxy knows about accuracy beyond how much a plan removes, which dominates along
 Fine-tuning is ``lo.finetune``'s default, distilled from the original (``--no-distill``:
 labels only).
 
-    python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # README numbers
+    python benchmarks/proxy_fidelity.py --model lenet5 --finetune   # the numbers in docs/results.md
     python benchmarks/proxy_fidelity.py --quick                      # smoke test
     python benchmarks/proxy_fidelity.py --summary benchmarks/results/proxy_fidelity_*.txt
 
-``--summary`` reads saved outputs back and prints the README's cross-model table (Markdown):
+``--summary`` reads saved outputs back and prints docs/results.md's cross-model table (Markdown):
 every proxy after fine-tuning, raw and given params, per model and on average.
 """
 
@@ -39,7 +39,7 @@ import pandas as pd
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
 from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
-from lrf_optuna.workflow import calibration_subset
+from lrf_optuna.workflow import calibration_subset, materialize_as_searched
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 TITLE = "Spearman rank correlation of each proxy with test accuracy"
@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for trial in lo.spread_trials(lo.pareto_trials(study), args.plans, metric_names=study.metric_names):
         plan = lo.plan_from_trial(model, trial, study=study)
-        compressed = lo.materialize(model, plan, seed=args.seed)
+        compressed = materialize_as_searched(
+            model, plan, study, None, calibration=calibration, seed=args.seed
+        )
         row = {
             "trial": trial.number,
             "params": trial.values[0],

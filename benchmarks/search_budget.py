@@ -6,7 +6,7 @@ search (layerwise proxy, in memory) runs with and without the hull seeds
 (params vs similarity) among plans removing at least each fraction of the params, and the
 search's wall time. No fine-tuning: this measures the search, not the proxy.
 
-    python benchmarks/search_budget.py              # full: README numbers
+    python benchmarks/search_budget.py              # full: the numbers in docs/results.md
     python benchmarks/search_budget.py --quick      # smoke test (tiny budgets)
 """
 

@@ -77,7 +77,7 @@ def test_compression_table_quick():
     rows = {row[1]: row for row in table_rows(out, "model  ")}
     assert list(rows) == [
         "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "hybrid, every method",
-        "single: tucker2", "single: cp", "single: svd", "single: spatial_svd", "weight-error proxy",
+        "hybrid, weight-only", "single: tucker2", "single: cp", "single: svd", "single: spatial_svd", "weight-error proxy",
         "VBMF (tucker2/svd)", "VBMF, weakened",
     ], out  # fmt: skip
     assert rows["uncompressed"][2:4] == ["0.0", "0.0"] and float(rows["uncompressed"][4]) > 0.8
@@ -88,6 +88,7 @@ def test_compression_table_quick():
             assert 0 <= float(row[2]) < 100 and 0 <= float(row[4]) <= 1 and row[6] in ("yes", "NO"), row
     assert int(rows["VBMF, weakened"][8]) == 2, out  # the quick mode's probes
     assert "lenet5: hybrid removes" in out and "goal >= 90%" in out
+    assert "lenet5: data-aware default" in out and "vs weight-only default" in out and "goal >= +8" in out
 
 
 def test_finetune_schedule_quick():

@@ -6,27 +6,20 @@ checksum, key or format does not match is reported and recomputed, never trusted
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from lrf_optuna.model_io import writable_directory
+from lrf_optuna.jsonfile import exclusive, write_json_atomic
 from lrf_optuna.profile import PROFILE_COLUMNS, ProfileSettings
-
-try:
-    import fcntl
-except ImportError:  # Windows: no cross-process lock, concurrent workers may each compute
-    fcntl = None
 
 __all__ = [
     "cached_profile",
@@ -97,15 +90,7 @@ def save_profile(path: Path, key: str, profile: pd.DataFrame) -> None:
         "rows": rows,
         "checksum": _checksum(rows),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, document)
 
 
 def load_profile(path: Path, key: str, *, quiet: bool = False) -> pd.DataFrame | None:
@@ -145,25 +130,10 @@ def cached_profile(
     profile = load_profile(path, key, quiet=True)
     if profile is not None:
         return profile
-    with _exclusive(path.with_suffix(".lock")):  # one process computes, the others then load
+    with exclusive(path.with_suffix(".lock")):  # one process computes, the others then load
         profile = load_profile(path, key)
         if profile is None:
             profile = compute()
             save_profile(path, key, profile)
             logger.info("profile cached in %s", path)
     return profile
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``lock_path`` (a no-op where flock does not exist)."""
-    writable_directory(lock_path.parent, option="`cache_dir` (--cache-dir)")
-    if fcntl is None:
-        yield
-        return
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

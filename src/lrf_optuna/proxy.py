@@ -35,7 +35,7 @@ __all__ = [
 # plans each, fine-tuned once, distilled): layerwise cosine/mean >= 0.97 Spearman with
 # post-fine-tune accuracy on all three, tied first on the mean over the models and within
 # noise of the best given params; CKA, `min` and the output/model proxies trail given params.
-# See README "Proxy fidelity".
+# See docs/results.md, "Proxy fidelity".
 DEFAULT_METRIC = "cosine"
 DEFAULT_AGGREGATOR = "mean"
 

@@ -38,7 +38,7 @@ __all__ = ["DEFAULT_METHODS", "LayerChoices", "SearchSpace", "methods_record"]
 
 # Dense layers default to SVD alone: on all three reference models, fronts that could also
 # pick tensor-train or tensorized Tucker for dense layers kept less accuracy at the same
-# params removed (README, "Measured results"). ``methods=None`` searches every method.
+# params removed (docs/results.md). ``methods=None`` searches every method.
 DEFAULT_METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"conv": ("tucker2", "cp", "svd", "spatial_svd"), "dense": ("svd",)}
 )

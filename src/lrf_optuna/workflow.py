@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import optuna
 
-from lrf_optuna.analysis import analyze
+from lrf_optuna.analysis import ModelAnalysis, analyze
 from lrf_optuna.batches import calibration_array
 from lrf_optuna.cost import Cost
 from lrf_optuna.finetuning import FinetuneResult, finetune
@@ -26,6 +26,7 @@ __all__ = [
     "calibration_subset",
     "check_model",
     "compress_trial",
+    "materialize_as_searched",
     "plan_calibration",
     "study_factorization",
 ]
@@ -62,6 +63,27 @@ def plan_calibration(study: optuna.Study, train_x: np.ndarray, calibration, seed
         return None
     # The same number of samples as the profile (which the CLI draws with the same seed).
     return calibration if calibration is not None else calibration_subset(train_x, samples, seed=seed)
+
+
+def materialize_as_searched(
+    model: keras.Model,
+    plan: dict[str, tuple[str, int]],
+    study: optuna.Study,
+    train_x,
+    *,
+    calibration=None,
+    seed: int = 0,
+    refit: bool = True,
+    analysis: ModelAnalysis | None = None,
+) -> keras.Model:
+    """``plan`` factorized as ``study``'s profile scored it: data-aware on its calibration size
+    of ``train_x`` (or ``calibration``), statistics at the profile's positions, then refit; or
+    weight-only for a study that profiled weight-only factors (see ``plan_calibration``)."""
+    data = plan_calibration(study, train_x, calibration, seed)
+    positions = SearchSettings.from_study(study).profile_settings.max_positions
+    return materialize(
+        model, plan, seed=seed, analysis=analysis, calibration=data, refit=refit, max_positions=positions
+    )
 
 
 def check_model(study: optuna.Study, model: keras.Model) -> None:
@@ -116,11 +138,8 @@ def compress_trial(
     analysis = analyze(model)  # traced once for the plan, the surgery and the costs
     plan = plan_from_trial(analysis, trial, study=study)  # in the space the study recorded
     logger.info("trial %d: factorizing %d layer(s)", trial.number, len(plan))
-    data = plan_calibration(study, train[0], calibration, seed)
-    # the statistics at the profile's positions: the factors the search scored
-    positions = SearchSettings.from_study(study).profile_settings.max_positions
-    compressed = materialize(
-        model, plan, seed=seed, analysis=analysis, calibration=data, refit=refit, max_positions=positions
+    compressed = materialize_as_searched(
+        model, plan, study, train[0], calibration=calibration, seed=seed, refit=refit, analysis=analysis
     )
     optimizer = {"learning_rate": learning_rate, "schedule": schedule}
     result = finetune(
