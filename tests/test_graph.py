@@ -311,6 +311,17 @@ def test_two_input_model_analyzes_and_materializes(tmp_path):
     assert_round_trip(compressed, x, tmp_path)
 
 
+def test_two_input_model_fine_tunes_with_distillation():
+    model = two_input_model()
+    compressed = lo.materialize(model, {"conv": ("svd", 2)})
+    before = [w.copy() for w in compressed.get_weights()]
+    x, y = two_inputs(32), np.random.default_rng(0).integers(0, 3, 32)
+    result = lo.finetune(compressed, (x, y), validation_data=(x, y), original=model, batch_size=8)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, compressed.get_weights()))
+    accuracy = float(np.mean(np.argmax(predict(compressed, x), axis=-1) == y))
+    assert result.accuracy_finetuned == pytest.approx(accuracy, abs=1e-9)
+
+
 REFUSED = r"model 'two_in' has 2 inputs \('image', 'extra'\).*lo\.materialize"
 
 
