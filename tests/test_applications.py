@@ -1,7 +1,8 @@
 """Every ``keras.applications`` constructor (``weights=None``, 10 classes, its smallest input)
 through analyze -> a seeded random plan -> materialize -> cost equality -> ``.keras`` round trip.
 
-Slow (a few seconds to minutes each): run with ``pytest -m slow tests/test_applications.py``.
+Slow: run with ``pytest -m slow tests/test_applications.py``. All 40 constructors of Keras 3.15
+passed in 25 min on the 2-core box (MobileNet 5 s ... ConvNeXtXLarge 209 s).
 Several of these graphs hold raw operations (ConvNeXt's residual ``a + b``).
 """
 
