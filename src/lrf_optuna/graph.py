@@ -3,16 +3,32 @@
 ``rebuild`` recreates a Sequential or Functional model (nested models included,
 recursively) through ``keras.models.clone_model``; a visitor decides what each layer
 becomes and how each call is made, so one call can turn into a chain of layers.
-Sequential models (top level or nested) come back as Functional ones.
+Sequential models (top level or nested) come back as Functional ones. Raw operations
+on Keras tensors (``a + b``, ``keras.ops.relu(x)``, ``x[:, 0]``) are ``keras.Operation``s
+that are not layers: they hold no weights, so the walker carries them over itself and
+visitors only ever see layers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import keras
 
-__all__ = ["CopyVisitor", "GraphVisitor", "check_graph_model", "copy_model", "fresh_copy", "rebuild"]
+__all__ = [
+    "CopyVisitor",
+    "GraphVisitor",
+    "carry_operation",
+    "check_graph_model",
+    "check_single_input",
+    "copy_model",
+    "fresh_copy",
+    "rebuild",
+    "recursion_headroom",
+]
 
 SUBCLASSED_HELP = (
     "lrf_optuna needs the layer graph, which a subclassed model does not expose. "
@@ -50,9 +66,38 @@ def check_graph_model(model: Any) -> None:
         )
 
 
+def check_single_input(model: keras.Model) -> None:
+    """ValueError for a model with several inputs, where one array of calibration samples is needed."""
+    if len(model.inputs) <= 1:
+        return
+    names = ", ".join(repr(t.name) for t in model.inputs)
+    raise ValueError(
+        f"Invalid `model`: expected one input for calibration (profile, search, model proxy), but "
+        f"model '{model.name}' has {len(model.inputs)} inputs ({names}). lo.analyze, lo.plan_cost and "
+        "lo.materialize work on it: pick a plan yourself (lo.compressible_layers lists the layers) and "
+        "call lo.materialize(model, plan); or search a single-input part of it, e.g. "
+        "keras.Model(one_input, some_layer.output), and apply that part's plan to the whole model."
+    )
+
+
 def fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new, unbuilt layer with the same configuration (weights are copied later)."""
+    """A new, unbuilt layer with the same configuration (weights are copied later).
+
+    A ``Lambda`` layer is reused as it is: its Python function does not survive a config
+    round trip (safe mode refuses it; globals and closures are lost), and it has no weights.
+    """
+    if isinstance(layer, keras.layers.Lambda):
+        return layer
     return layer.__class__.from_config(layer.get_config())
+
+
+def carry_operation(operation: keras.Operation) -> keras.Operation:
+    """A raw operation for the new graph: a fresh one from its config, as clone_model's default
+    does, or the operation itself when it has no config (it has no weights to share)."""
+    try:
+        return operation.__class__.from_config(operation.get_config())
+    except NotImplementedError:
+        return operation
 
 
 class CopyVisitor:
@@ -81,6 +126,10 @@ def _is_model(layer: Any) -> bool:
     return isinstance(layer, keras.Model)
 
 
+def _is_raw_operation(operation: Any) -> bool:
+    return not isinstance(operation, keras.layers.Layer)
+
+
 class _Walker:
     def __init__(self, visitor: GraphVisitor):
         self.visitor = visitor
@@ -92,6 +141,8 @@ class _Walker:
             if _is_model(layer):
                 check_graph_model(layer)
                 new = self.rebuild(layer, prefix=path + "/")
+            elif _is_raw_operation(layer):
+                new = carry_operation(layer)
             else:
                 new = self.visitor.clone(layer, path)
             self.replacements[id(layer)] = new
@@ -100,7 +151,7 @@ class _Walker:
 
     def call(self, new: Any, *args, **kwargs) -> Any:
         layer, path = self.originals[id(new)]
-        if _is_model(layer):
+        if _is_model(layer) or _is_raw_operation(layer):
             return new(*args, **kwargs)
         return self.visitor.call(layer, new, path, *args, **kwargs)
 
@@ -119,10 +170,33 @@ class _Walker:
         )
 
 
+@contextlib.contextmanager
+def recursion_headroom(frames: int) -> Iterator[None]:
+    """Python's recursion limit raised to ``frames`` (never lowered) inside the block.
+
+    Keras maps a Functional graph recursively, one frame per node of the deepest path
+    (when building a model and when loading one): a factorized deep model (EfficientNetV2L,
+    every layer factorized) exceeds Python's default limit of 1000.
+    """
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, frames))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def _count_operations(model: keras.Model) -> int:
+    operations = model.layers if isinstance(model, keras.Sequential) else model.operations
+    return sum(_count_operations(op) if _is_model(op) else 1 for op in operations)
+
+
 def rebuild(model: keras.Model, visitor: GraphVisitor) -> keras.Model:
     """A new model with the same graph as ``model``, each layer as ``visitor`` decides."""
     check_graph_model(model)
-    return _Walker(visitor).rebuild(model)
+    # a factorized layer becomes at most 3 layers, plus Keras' own frames
+    with recursion_headroom(1000 + 4 * _count_operations(model)):
+        return _Walker(visitor).rebuild(model)
 
 
 def copy_model(model: keras.Model) -> tuple[keras.Model, dict[str, keras.layers.Layer]]:

@@ -10,7 +10,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from lrf_optuna.graph import recursion_headroom
+
 __all__ = ["load_arrays", "load_inputs", "load_model_file", "save_model_atomic", "writable_directory"]
+
+# Keras maps a loaded graph recursively: room for factorized models thousands of layers deep.
+LOAD_RECURSION_LIMIT = 10_000
 
 
 def load_model_file(path: str | os.PathLike) -> keras.Model:
@@ -30,7 +35,8 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
     import lrf_optuna.layers  # noqa: F401  (registers TTDense/TuckerDense for reloading)
 
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
+        with recursion_headroom(LOAD_RECURSION_LIMIT):
+            return keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:
         raise ValueError(_load_error(path, error)) from error
 

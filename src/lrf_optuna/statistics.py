@@ -22,7 +22,7 @@ from lrf_optuna.batches import calibration_array
 from lrf_optuna.factorizers.base import statistics_shape
 from lrf_optuna.factorizers.data_aware import LayerStatistics
 from lrf_optuna.geometry import LayerGeometry
-from lrf_optuna.graph import CopyVisitor, rebuild
+from lrf_optuna.graph import CopyVisitor, check_single_input, rebuild
 
 __all__ = [
     "MomentAccumulator",
@@ -43,6 +43,7 @@ def check_calibration(model: keras.Model, calibration_x, *, max_samples: int = 2
     ``calibration_x``: an array, or a tf.data.Dataset, PyDataset or generator of batches (of
     ``(x, y)`` or ``x`` alone) whose first ``max_samples`` samples are taken.
     """
+    check_single_input(model)  # before a dataset is read
     calibration_x = calibration_array(calibration_x, max_samples)
     try:
         data = np.asarray(calibration_x)

@@ -14,7 +14,7 @@ import numpy as np
 
 from lrf_optuna.analysis import ModelAnalysis
 from lrf_optuna.catalog import kernel_variable
-from lrf_optuna.graph import copy_model
+from lrf_optuna.graph import check_single_input, copy_model
 
 __all__ = ["KernelSwapper"]
 
@@ -25,6 +25,7 @@ class KernelSwapper:
     def __init__(
         self, model: keras.Model, analysis: ModelAnalysis, data: np.ndarray, *, batch_size: int = 64
     ):
+        check_single_input(model)
         self.analysis, self.batch_size = analysis, batch_size
         self.data = np.asarray(data, np.float32)
         self.copy, by_path = copy_model(model)
