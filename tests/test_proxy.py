@@ -29,7 +29,10 @@ def analysis(model):
 def model_objectives(model, data):
     """One model-proxy objective per metric (each holds a model copy)."""
     return {
-        metric: lo.make_objective(model, data, proxy="model", metric=metric, show_progress=False)
+        # weight-only profile settings: these tests compare with materialize without calibration
+        metric: lo.make_objective(
+            model, data, proxy="model", metric=metric, show_progress=False, profile_settings=settings()
+        )
         for metric in ("cka", "cosine", "nmse")
     }
 
@@ -206,7 +209,7 @@ def test_model_proxy_uses_the_first_max_samples(model):
 
 def test_model_proxy_on_a_nested_model():
     model, data = nested_cnn(), calibration(16)
-    objective = lo.make_objective(model, data, proxy="model", metric="nmse")
+    objective = lo.make_objective(model, data, proxy="model", metric="nmse", profile_settings=settings())
     plan = {"inner/conv": ("tucker2", 4), "stem": ("svd", 2)}
     expected = METRIC_FUNCTIONS["nmse"](predict(model, data), predict(lo.materialize(model, plan), data))
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
