@@ -101,7 +101,7 @@ class _AwareGroup:
         moment = regularized(moment)
         flat = tensor.reshape(-1, tensor.shape[-1])
         root, inverse_root = sqrt_and_inverse(regularized(channels))
-        whitened = np.einsum("ab,kbo->kao", root, tensor)
+        whitened = root @ tensor
         candidates = (
             (tensor, svd_init(tensor, full, seed), np.eye(len(root))),
             (whitened, svd_init(whitened, full, seed), inverse_root),
