@@ -118,7 +118,8 @@ class _AwareGroup:
         root, inverse_root = sqrt_and_inverse(regularized(channels))
         whitened = root @ tensor
         basis = mode_basis(whitened, -2)
-        weight = (mode_basis(tensor, -2), mode_basis(tensor, -2), tensor, mode_basis(tensor, -1))
+        input_basis = mode_basis(tensor, -2)
+        weight = (input_basis, input_basis, tensor, mode_basis(tensor, -1))
         aware = (inverse_root @ basis, basis, whitened, output_pca(flat, moment))
         base = output_error(flat, np.zeros_like(flat), moment)
         return cls(flat, moment, base, (weight, aware))
