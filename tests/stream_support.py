@@ -14,7 +14,7 @@ from search_support import seeded_weights
 
 L = keras.layers
 GOLDEN = Path(__file__).parent / "data" / "profile_before_streaming.csv"
-STREAM_SHAPE = (24, 24, 3)
+STREAM_SHAPE = (40, 40, 3)
 
 
 def stream_cnn(seed: int = 0) -> keras.Model:
@@ -39,9 +39,7 @@ def stream_data(samples: int = 40, seed: int = 3) -> np.ndarray:
 
 
 def stream_profile(factorization: str, **overrides) -> pd.DataFrame:
-    values = dict(
-        ranks_per_method=3, max_positions=20, batch_size=16, seed=0, factorization=factorization
-    )
+    values = dict(ranks_per_method=3, max_positions=8, batch_size=16, seed=0, factorization=factorization)
     values.update(overrides)
     settings = lo.ProfileSettings(**values)
     profile = lo.profile_model(stream_cnn(), stream_data(), settings=settings, show_progress=False)
