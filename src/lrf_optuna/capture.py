@@ -95,43 +95,49 @@ def kept_inputs(layer: Any, spec: LayerSpec, in_spatial: tuple, kept: int | None
 
 def estimate(
     layer: Any, spec: LayerSpec, samples: int, *, batch_size: int, limit: int, statistics: bool
-) -> int:
-    """Peak bytes the profile of one layer holds: kept inputs and outputs of every sample, the
-    float64 copies and Gram matrices the metrics take, one batch of full maps, the moments."""
-    geom, total = spec.geometry, 0
+) -> tuple[int, int]:
+    """``(kept, transient)`` peak bytes of one layer's profile: kept inputs and outputs of every
+    sample, the float64 copies and Gram matrices the metrics take, and the moments; transient:
+    one batch of its full maps (and their NumPy copies), held only while that batch is reduced."""
+    geom, kept_bytes, transient = spec.geometry, 0, 0
     batch = min(batch_size, samples)
     for call in geom.calls:
         kept = None if call.out_positions <= limit else limit
         features = (call.out_positions if kept is None else kept) * geom.out_channels
         inputs = kept_inputs(layer, spec, call.in_spatial, kept)[1]
-        total += 4 * samples * (inputs + features) + 8 * (4 * samples * features + 2 * samples**2)
-        total += 8 * batch * (call.in_positions * geom.in_channels + call.out_positions * geom.out_channels)
+        kept_bytes += 4 * samples * (inputs + features) + 8 * (4 * samples * features + 2 * samples**2)
+        full = call.in_positions * geom.in_channels + call.out_positions * geom.out_channels
+        transient = max(transient, 8 * batch * full)
     if statistics:
         groups, dim, _ = statistics_shape(geom)
-        total += 2 * 8 * groups * dim**2
-    return total
+        kept_bytes += 2 * 8 * groups * dim**2
+    return kept_bytes, transient
 
 
-def plan_groups(specs: list[LayerSpec], sizes: dict[str, int], budget: int) -> list[list[LayerSpec]]:
-    """Consecutive layers in groups whose ``sizes`` fit ``budget`` bytes; a ValueError naming the
-    smallest budget that works when one layer alone does not fit."""
-    largest = max(specs, key=lambda s: sizes[s.name], default=None)
-    if largest is not None and sizes[largest.name] > budget:
-        needed = -(-sizes[largest.name] // 2**20)
+def plan_groups(
+    specs: list[LayerSpec], sizes: dict[str, tuple[int, int]], budget: int
+) -> list[list[LayerSpec]]:
+    """Consecutive layers in groups whose kept bytes plus the largest transient (``sizes``, from
+    ``estimate``) fit ``budget`` bytes; a ValueError naming the smallest budget that works when
+    one layer alone does not fit."""
+    largest = max(specs, key=lambda s: sum(sizes[s.name]), default=None)
+    if largest is not None and sum(sizes[largest.name]) > budget:
+        needed = -(-sum(sizes[largest.name]) // 2**20)
         raise ValueError(
             f"Invalid `memory_budget_mb`: expected at least {needed} (MB) to profile layer "
             f"'{largest.name}' on these calibration samples, received {budget // 2**20}. Fix: raise "
             "`memory_budget_mb`, or lower `max_samples`, `max_positions` or `batch_size`."
         )
-    groups: list[list[LayerSpec]] = [[]]
-    used = 0
+    groups: list[list[LayerSpec]] = []
+    kept = transient = 0
     for spec in specs:
-        if groups[-1] and used + sizes[spec.name] > budget:
+        size, passing = sizes[spec.name]
+        if not groups or kept + size + max(transient, passing) > budget:
             groups.append([])
-            used = 0
+            kept = transient = 0
         groups[-1].append(spec)
-        used += sizes[spec.name]
-    return groups if specs else []
+        kept, transient = kept + size, max(transient, passing)
+    return groups
 
 
 @dataclasses.dataclass
