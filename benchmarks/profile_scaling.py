@@ -3,7 +3,7 @@
 Each configuration runs in its own process (a fresh peak): ``keras.applications.ResNet50(weights=None,
 input_shape=(S, S, 3), classes=10)`` at S = 64, 128, 224 with 32 / 64 / 128 / 256 seeded random
 calibration images, ``lo.profile_model`` with default settings and no cache. The child reports its
-RSS before the profile (Python, TensorFlow, the model run once on a batch, the calibration array)
+RSS before the profile (Python, TensorFlow, the model run once on one sample, the calibration array)
 and its peak RSS
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``); the profile itself must stay within
 ``memory_budget_mb`` of the first.
@@ -76,7 +76,7 @@ def child(model_name: str, size: int, images: int, quick: bool) -> dict:
             memory_budget_mb=QUICK_BUDGET_MB,
             ranks_per_method=2,
         )
-    model(x[: settings.batch_size], training=False)  # the model itself, run once: not the profile's
+    model(x[:1], training=False)  # the model itself, run once on one sample: not the profile's
     before = _rss_mb()
     start = time.perf_counter()
     profile = lo.profile_model(model, x, settings=settings, show_progress=False)

@@ -40,7 +40,9 @@ __all__ = [
     "capture_groups",
     "estimate",
     "flatten",
+    "forward_bytes",
     "kept_inputs",
+    "plan_capture",
     "plan_groups",
     "position_subset",
 ]
@@ -138,6 +140,60 @@ def plan_groups(
         groups[-1].append(spec)
         kept, transient = kept + size, max(transient, passing)
     return groups
+
+
+def forward_bytes(model: keras.Model) -> int:
+    """Bytes of every layer output for one sample (nested models included): what an eager
+    forward pass of the model holds per sample (unknown dimensions count as 1)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_bytes(layer)
+            continue
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # a layer the model never calls
+            continue
+        total += sum(4 * math.prod(d or 1 for d in t.shape[1:]) for t in outputs)
+    return total
+
+
+def plan_capture(
+    model: keras.Model,
+    specs: list[LayerSpec],
+    layers: dict[str, Any],
+    samples: int,
+    *,
+    budget: int,
+    batch_size: int,
+    limit: int,
+    statistics: bool,
+) -> tuple[int, list[list[LayerSpec]]]:
+    """``(batch, groups)``: the forward passes' batch size (at most ``batch_size``, its
+    activations within half the budget, less when the largest layer needs more of it)
+    and the groups of layers captured per pass; a ValueError naming the smallest budget
+    that works (batch 1) when even that does not fit."""
+    per_sample = forward_bytes(model)
+    batch = max(1, min(batch_size, samples, budget // 2 // max(per_sample, 1)))
+    while True:
+        sizes = {
+            s.name: estimate(layers[s.name], s, samples, batch_size=batch, limit=limit, statistics=statistics)
+            for s in specs
+        }
+        largest = max(specs, key=lambda s: sum(sizes[s.name]), default=None)
+        needed = batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
+        if needed <= budget or batch == 1:
+            break
+        batch = max(1, batch // 2)
+    if needed > budget:
+        raise ValueError(
+            f"Invalid `memory_budget_mb`: expected at least {-(-needed // 2**20)} (MB) to profile layer "
+            f"'{largest.name}' on these calibration samples (a forward pass of one sample holds "
+            f"{per_sample / 2**20:.1f} MB), received {budget // 2**20}. Fix: raise `memory_budget_mb`, "
+            "or lower `max_samples` or `max_positions`."
+        )
+    logger.info("forward passes of %d sample(s), %.1f MB of activations each", batch, per_sample / 2**20)
+    return batch, plan_groups(specs, sizes, budget - batch * per_sample)
 
 
 @dataclasses.dataclass

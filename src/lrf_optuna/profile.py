@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lrf_optuna.analysis import ModelAnalysis, analyze
-from lrf_optuna.capture import CallCapture, Captured, capture_groups, estimate, flatten, plan_groups
+from lrf_optuna.capture import CallCapture, Captured, capture_groups, flatten, plan_capture
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
@@ -242,27 +242,19 @@ def run_profile(
     specs = list(analysis.specs.values())
     layers = analysis.layers
     rows: list[dict] = []
+    aware = settings.factorization == "data_aware"
+    batch, groups = plan_capture(
+        model, specs, layers, len(data), budget=settings.memory_budget_mb * 2**20,
+        batch_size=settings.batch_size, limit=settings.max_positions, statistics=aware,
+    )  # fmt: skip
+    settings = dataclasses.replace(settings, batch_size=batch)  # the probes' batches too
     network = None
     if settings.output_samples:  # None (unresolved) computes none, as 0 does
-        network = _NetworkProbe(model, analysis, data[: settings.output_samples], settings.batch_size)
-    aware = settings.factorization == "data_aware"
-    sizes = {
-        s.name: estimate(
-            layers[s.name], s, len(data), batch_size=settings.batch_size,
-            limit=settings.max_positions, statistics=aware,
-        )
-        for s in specs
-    }  # fmt: skip
+        network = _NetworkProbe(model, analysis, data[: settings.output_samples], batch)
     groups = capture_groups(
-        model,
-        plan_groups(specs, sizes, settings.memory_budget_mb * 2**20),
-        layers,
-        data,
-        max_positions=settings.max_positions,
-        seed=settings.seed,
-        batch_size=settings.batch_size,
-        statistics=aware,
-    )
+        model, groups, layers, data, max_positions=settings.max_positions, seed=settings.seed,
+        batch_size=batch, statistics=aware,
+    )  # fmt: skip
     for spec, captured in tqdm(
         groups, total=len(specs), desc="profile", unit="layer", disable=not show_progress
     ):
