@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
+from lrf_optuna import metrics
 from lrf_optuna.capture import kept_inputs
 from stream_support import GOLDEN, stream_cnn, stream_data, stream_profile
 
@@ -69,3 +70,23 @@ def test_budget_too_small_for_one_layer_is_refused_with_the_minimum():
             settings=dataclasses.replace(settings, memory_budget_mb=needed - 1),
             show_progress=False,
         )
+
+
+def test_metrics_in_column_blocks_equal_whole_maps(monkeypatch):
+    """The metrics read float32 maps in float64 column blocks (no float64 copy of whole maps):
+    the same scores as NumPy on the whole float64 maps."""
+    rng = np.random.default_rng(4)
+    reference = rng.standard_normal((6, 50)).astype("float32")
+    candidate = (reference + 0.3 * rng.standard_normal((6, 50))).astype("float32")
+    monkeypatch.setattr(metrics, "BLOCK", 12)  # 2 columns per block: 25 blocks
+    assert len(metrics._blocks(reference)) == 25
+    scores = metrics.ReferenceMaps(reference).scores(candidate)
+    x, y = reference.astype(np.float64), candidate.astype(np.float64)
+    center = np.eye(6) - 1 / 6
+    gx, gy = center @ x @ x.T @ center, center @ y @ y.T @ center
+    expected = {
+        "cka": np.sum(gx * gy) / np.linalg.norm(gx) / np.linalg.norm(gy),
+        "cosine": np.mean(np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)),
+        "nmse": 1 / (1 + np.sum((x - y) ** 2) / np.sum(x**2)),
+    }
+    assert scores == pytest.approx(expected, rel=1e-12)

@@ -32,6 +32,7 @@ from lrf_optuna.catalog import LayerSpec
 from lrf_optuna.factorizers.base import statistics_shape
 from lrf_optuna.factorizers.data_aware import LayerStatistics
 from lrf_optuna.graph import CopyVisitor, rebuild
+from lrf_optuna.metrics import BLOCK
 from lrf_optuna.statistics import MomentAccumulator, padded_windows
 
 __all__ = [
@@ -99,17 +100,19 @@ def estimate(
     layer: Any, spec: LayerSpec, samples: int, *, batch_size: int, limit: int, statistics: bool
 ) -> tuple[int, int]:
     """``(kept, transient)`` peak bytes of one layer's profile: kept inputs and outputs of every
-    sample, the float64 copies and Gram matrices the metrics take, and the moments; transient:
-    one batch of its full maps (and their NumPy copies), held only while that batch is reduced."""
+    sample, a candidate's outputs, the metrics' Gram matrices and the moments; transient: what
+    is held only for a while (one batch of full maps, the metrics' float64 blocks)."""
     geom, kept_bytes, transient = spec.geometry, 0, 0
     batch = min(batch_size, samples)
     for call in geom.calls:
         kept = None if call.out_positions <= limit else limit
         features = (call.out_positions if kept is None else kept) * geom.out_channels
         inputs = kept_inputs(layer, spec, call.in_spatial, kept)[1]
-        kept_bytes += 4 * samples * (inputs + features) + 8 * (4 * samples * features + 2 * samples**2)
+        # kept inputs and outputs, a candidate's outputs, the metrics' two n x n Gram matrices
+        kept_bytes += 4 * samples * (inputs + 2 * features) + 8 * 2 * samples**2
         full = call.in_positions * geom.in_channels + call.out_positions * geom.out_channels
-        transient = max(transient, 8 * batch * full)
+        # one batch of full maps (and NumPy copies); the metrics' float64 column blocks
+        transient = max(transient, 8 * batch * full, 4 * 8 * min(BLOCK, samples * features))
     if statistics:
         groups, dim, _ = statistics_shape(geom)
         kept_bytes += 2 * 8 * groups * dim**2
@@ -175,6 +178,8 @@ def plan_capture(
     that works (batch 1) when even that does not fit."""
     per_sample = forward_bytes(model)
     batch = max(1, min(batch_size, samples, budget // 2 // max(per_sample, 1)))
+    if not specs:
+        return batch, []
     while True:
         sizes = {
             s.name: estimate(layers[s.name], s, samples, batch_size=batch, limit=limit, statistics=statistics)

@@ -55,8 +55,9 @@ class ProfileSettings:
     calibration set streams through the model in batches of ``batch_size``, and of each
     layer only its outputs at those positions and the inputs that recompute them are kept
     (``lrf_optuna.capture``), for as many layers at a time as ``memory_budget_mb`` allows
-    (besides the model and the calibration array; a budget too small for one layer is
-    refused with the minimum that works);
+    (besides the model and the calibration array) beside the activations of a forward pass
+    (its batch is ``batch_size`` or less to fit); a budget too small for one layer at batch 1
+    is refused with the minimum that works;
     the first ``output_samples`` of them (at most ``max_samples``) run through the whole
     model once per candidate for the ``OUTPUT_METRICS`` columns, left NaN when it is 0.
     ``None`` (the default) means "only if the search maximizes an output_* metric", as
