@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
+from lrf_optuna import profile as profile_module
 from lrf_optuna import profile_cache
 from lrf_optuna import search as search_module
 from search_support import calibration, settings, tiny_cnn
@@ -237,3 +238,34 @@ def test_failed_write_leaves_no_temporary_file(model, data, cached, monkeypatch)
     assert path.read_bytes() == before  # the old file is intact
     assert leftovers(directory) == []
     assert cache_files(directory) == [path]
+
+
+@pytest.mark.parametrize("where", ["second layer", "writing the file"])
+def test_interrupted_profile_leaves_no_cache_entry(model, data, tmp_path, computed, monkeypatch, where):
+    """Ctrl-C inside the streamed profile, or while its file is written: nothing is left that a
+    later run could load, and that run computes the profile in full."""
+    profiled = []
+    real_layer = profile_module._profile_layer
+
+    def interrupted_layer(layer, spec, *args, **kwargs):
+        profiled.append(spec.name)
+        if len(profiled) == 2:
+            raise KeyboardInterrupt
+        return real_layer(layer, spec, *args, **kwargs)
+
+    def interrupted_dump(document, stream):
+        stream.write('{"format": ')
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        if where == "second layer":
+            patch.setattr(profile_module, "_profile_layer", interrupted_layer)
+        else:
+            patch.setattr(profile_cache.json, "dump", interrupted_dump)
+        with pytest.raises(KeyboardInterrupt):
+            profile(model, data, tmp_path)
+    assert profiled == ([] if where == "writing the file" else ["c1", "c2"])
+    assert cache_files(tmp_path) == [] and leftovers(tmp_path) == []
+    again = profile(model, data, tmp_path)
+    assert len(computed) == 2 and len(cache_files(tmp_path)) == 1
+    assert set(again.layer) == {"c1", "c2", "d1", "d2"}

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["METRICS", "OUTPUT_METRICS", "ReferenceMaps", "cosine_similarity", "linear_cka", "nmse_score"]
+__all__ = [
+    "BLOCK",
+    "METRICS",
+    "OUTPUT_METRICS",
+    "ReferenceMaps",
+    "cosine_similarity",
+    "linear_cka",
+    "nmse_score",
+]
 
 METRICS = ("cka", "cosine", "nmse")
 # The same metrics on the network outputs, with one layer's candidate swapped in: they
@@ -17,21 +25,54 @@ METRICS = ("cka", "cosine", "nmse")
 OUTPUT_METRICS = tuple(f"output_{name}" for name in METRICS)
 
 
-def _centered_gram(x: np.ndarray) -> np.ndarray:
-    gram = x @ x.T
+# float64 values per temporary: the maps stay in their own dtype (float32 from the profile),
+# converted column block by column block, so scoring needs no float64 copy of whole maps.
+BLOCK = 1 << 22
+
+
+def _blocks(x: np.ndarray) -> list[slice]:
+    step = max(1, BLOCK // max(len(x), 1))
+    return [slice(start, start + step) for start in range(0, x.shape[1], step)] or [slice(0, 0)]
+
+
+def _centered(gram: np.ndarray) -> np.ndarray:
     means = gram.mean(axis=0)
     return gram - means[None, :] - means[:, None] + means.mean()
+
+
+def _centered_gram(x: np.ndarray) -> np.ndarray:
+    gram = np.zeros((len(x), len(x)))
+    for block in _blocks(x):
+        part = np.asarray(x[:, block], np.float64)
+        gram += part @ part.T
+    return _centered(gram)
 
 
 class ReferenceMaps:
     """Original maps with cached statistics; ``scores(candidate)`` gives every metric."""
 
     def __init__(self, reference: np.ndarray):
-        self.maps = np.asarray(reference, np.float64)
+        reference = np.asarray(reference)
+        floating = np.issubdtype(reference.dtype, np.floating)
+        self.maps = reference if floating else reference.astype(np.float64)
         self.gram = _centered_gram(self.maps)
         self.gram_norm = float(np.linalg.norm(self.gram))
-        self.row_norms = np.linalg.norm(self.maps, axis=1)
-        self.energy = float(np.sum(self.maps**2))
+        squares = sum(
+            np.sum(np.asarray(self.maps[:, b], np.float64) ** 2, axis=1) for b in _blocks(self.maps)
+        )
+        self.row_norms = np.sqrt(squares)
+        self.energy = float(np.sum(squares))
+
+    def _compare(self, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per-sample dot products and candidate norms, and the total squared error."""
+        dots, squares, error = np.zeros(len(candidate)), np.zeros(len(candidate)), 0.0
+        for block in _blocks(self.maps):
+            ref = np.asarray(self.maps[:, block], np.float64)
+            part = np.asarray(candidate[:, block], np.float64)
+            dots += np.sum(ref * part, axis=1)
+            squares += np.sum(part**2, axis=1)
+            error += float(np.sum((ref - part) ** 2))
+        return dots, np.sqrt(squares), error
 
     def cka(self, candidate: np.ndarray) -> float:
         """Linear CKA (Kornblith et al. 2019) through n x n Gram matrices: cheap for wide maps."""
@@ -41,33 +82,39 @@ class ReferenceMaps:
             return 1.0 if np.array_equal(self.maps, candidate) else 0.0
         return float(np.sum(self.gram * gram) / denominator)
 
-    def cosine(self, candidate: np.ndarray) -> float:
-        """Mean over samples of the cosine between original and approximated maps."""
-        norms = self.row_norms * np.linalg.norm(candidate, axis=1)
-        dots = np.sum(self.maps * candidate, axis=1)
-        both_zero = (self.row_norms == 0) & (np.linalg.norm(candidate, axis=1) == 0)
+    def _cosine(self, dots: np.ndarray, candidate_norms: np.ndarray) -> float:
+        norms = self.row_norms * candidate_norms
+        both_zero = (self.row_norms == 0) & (candidate_norms == 0)
         cosines = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), both_zero.astype(float))
         return float(np.mean(cosines))
 
-    def nmse(self, candidate: np.ndarray) -> float:
-        """``1 / (1 + NMSE)``: 1 when exact, 0.5 when the error is as large as the signal."""
-        error = float(np.sum((self.maps - candidate) ** 2))
+    def _nmse(self, error: float) -> float:
         if self.energy == 0.0:
             return 1.0 if error == 0.0 else 0.0
         return 1.0 / (1.0 + error / self.energy)
 
+    def cosine(self, candidate: np.ndarray) -> float:
+        """Mean over samples of the cosine between original and approximated maps."""
+        dots, norms, _ = self._compare(candidate)
+        return self._cosine(dots, norms)
+
+    def nmse(self, candidate: np.ndarray) -> float:
+        """``1 / (1 + NMSE)``: 1 when exact, 0.5 when the error is as large as the signal."""
+        return self._nmse(self._compare(candidate)[2])
+
     def scores(self, candidate: np.ndarray) -> dict[str, float]:
-        candidate = np.asarray(candidate, np.float64)
-        return {name: getattr(self, name)(candidate) for name in METRICS}
+        candidate = np.asarray(candidate)
+        dots, norms, error = self._compare(candidate)
+        return {"cka": self.cka(candidate), "cosine": self._cosine(dots, norms), "nmse": self._nmse(error)}
 
 
 def linear_cka(reference: np.ndarray, candidate: np.ndarray) -> float:
-    return ReferenceMaps(reference).cka(np.asarray(candidate, np.float64))
+    return ReferenceMaps(reference).cka(np.asarray(candidate))
 
 
 def cosine_similarity(reference: np.ndarray, candidate: np.ndarray) -> float:
-    return ReferenceMaps(reference).cosine(np.asarray(candidate, np.float64))
+    return ReferenceMaps(reference).cosine(np.asarray(candidate))
 
 
 def nmse_score(reference: np.ndarray, candidate: np.ndarray) -> float:
-    return ReferenceMaps(reference).nmse(np.asarray(candidate, np.float64))
+    return ReferenceMaps(reference).nmse(np.asarray(candidate))

@@ -22,13 +22,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lrf_optuna.analysis import ModelAnalysis, analyze
-from lrf_optuna.capture import Captured, capture_groups
+from lrf_optuna.capture import CallCapture, Captured, capture_groups, flatten, plan_capture
 from lrf_optuna.catalog import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.factorizers import get_factorizer
-from lrf_optuna.factorizers.data_aware import LayerStatistics
-from lrf_optuna.graph import fresh_copy
 from lrf_optuna.metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
-from lrf_optuna.statistics import MomentAccumulator, check_calibration
+from lrf_optuna.statistics import check_calibration
 from lrf_optuna.swap import KernelSwapper
 
 __all__ = [
@@ -53,8 +51,13 @@ class ProfileSettings:
     """How the profile is computed (all of it goes into the cache key).
 
     ``max_samples`` calibration samples are used (the first ones); ``max_positions``
-    spatial positions per sample (a fixed random subset) are kept for comparisons;
-    captured maps are held for as many layers at a time as ``memory_budget_mb`` allows;
+    spatial positions per sample (a fixed random subset) are kept for comparisons: the
+    calibration set streams through the model in batches of ``batch_size``, and of each
+    layer only its outputs at those positions and the inputs that recompute them are kept
+    (``lrf_optuna.capture``), for as many layers at a time as ``memory_budget_mb`` allows
+    (besides the model and the calibration array) beside the activations of a forward pass
+    (its batch is ``batch_size`` or less to fit); a budget too small for one layer at batch 1
+    is refused with the minimum that works;
     the first ``output_samples`` of them (at most ``max_samples``) run through the whole
     model once per candidate for the ``OUTPUT_METRICS`` columns, left NaN when it is 0.
     ``None`` (the default) means "only if the search maximizes an output_* metric", as
@@ -123,45 +126,53 @@ def rank_grid(useful_max: int, count: int) -> list[int]:
     return sorted({1, *steps.tolist()})
 
 
-def _position_subset(shape: tuple, limit: int, seed: int) -> np.ndarray | None:
-    positions = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
-    if positions <= limit:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(positions, limit, replace=False))
-
-
-def _flatten(maps: np.ndarray, subset: np.ndarray | None) -> np.ndarray:
-    flat = maps.reshape(maps.shape[0], -1, maps.shape[-1])
-    if subset is not None:
-        flat = flat[:, subset]
-    return flat.reshape(maps.shape[0], -1)
+def _copy(layer, config: dict, shape: tuple):
+    copy = layer.__class__.from_config(config)
+    copy.build(shape)
+    copy.set_weights(layer.get_weights())
+    return copy
 
 
 class _LayerProbe:
-    """The original layer on the captured inputs, with swappable kernel."""
+    """The original layer on the kept inputs of each call, with swappable kernel.
+
+    ``"full"`` and ``"rows"`` inputs run through a copy of the layer; ``"windows"`` through
+    a copy with ``padding="valid"``, whose output on a window is the output at its centre
+    position (``lrf_optuna.capture``). Outputs are compared at the kept positions only.
+    """
 
     def __init__(self, layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings):
         self.spec, self.captured, self.batch = spec, captured, settings.batch_size
-        self.layer = fresh_copy(layer)
-        self.layer.build(captured.inputs[0].shape)
-        self.layer.set_weights(layer.get_weights())
-        self.variable = kernel_variable(self.layer, spec.geometry)
-        self.subsets = [
-            _position_subset(o.shape, settings.max_positions, settings.seed) for o in captured.outputs
-        ]
-        self.references = [ReferenceMaps(_flatten(o, s)) for o, s in zip(captured.outputs, self.subsets)]
+        self.layers = {}
+        for call in captured.calls:
+            key = "windows" if call.mode == "windows" else "maps"
+            if key not in self.layers:
+                config = layer.get_config() | ({"padding": "valid"} if key == "windows" else {})
+                self.layers[key] = _copy(layer, config, call.inputs[0].shape)
+        self.layer = next(iter(self.layers.values()))
+        self.references = [ReferenceMaps(call.outputs[0]) for call in captured.calls]
+
+    def _outputs(self, call: CallCapture) -> np.ndarray:
+        layer = self.layers["windows" if call.mode == "windows" else "maps"]
+        samples = len(call.outputs[0])
+        inputs = call.inputs[0]
+        per_sample = len(inputs) // samples  # kept positions per sample ("rows", "windows"), else 1
+        step = self.batch * per_sample
+        parts = []
+        for start in range(0, len(inputs), step):
+            outputs = keras.ops.convert_to_numpy(layer(inputs[start : start + step]))
+            if call.mode == "full":
+                parts.append(flatten(outputs, call.subset))
+            else:
+                parts.append(outputs.reshape(-1, per_sample * outputs.shape[-1]))
+        return np.concatenate(parts)
 
     def similarities(self, keras_layout: np.ndarray) -> dict[str, float]:
-        self.variable.assign(keras_layout)
+        for layer in self.layers.values():
+            kernel_variable(layer, self.spec.geometry).assign(keras_layout)
         scores = {name: 0.0 for name in METRICS}
-        for inputs, subset, reference in zip(self.captured.inputs, self.subsets, self.references):
-            outputs = np.concatenate(
-                [
-                    keras.ops.convert_to_numpy(self.layer(inputs[i : i + self.batch]))
-                    for i in range(0, len(inputs), self.batch)
-                ]
-            )
-            for name, value in reference.scores(_flatten(outputs, subset)).items():
+        for call, reference in zip(self.captured.calls, self.references):
+            for name, value in reference.scores(self._outputs(call)).items():
                 scores[name] += value / len(self.references)
         return scores
 
@@ -180,17 +191,6 @@ class _NetworkProbe:
         return {f"output_{metric}": value for metric, value in scores.items()}
 
 
-def _statistics(layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings) -> LayerStatistics:
-    """The layer's input statistics from the inputs the profile captured anyway."""
-    accumulator = MomentAccumulator(
-        layer, spec.geometry, max_positions=settings.max_positions, seed=settings.seed
-    )
-    for inputs in captured.inputs:
-        for start in range(0, len(inputs), settings.batch_size):
-            accumulator.append(inputs[start : start + settings.batch_size])
-    return accumulator.result()
-
-
 def _profile_layer(
     layer, spec: LayerSpec, captured: Captured, settings: ProfileSettings, network: _NetworkProbe | None
 ) -> list[dict]:
@@ -200,7 +200,7 @@ def _profile_layer(
     norm = float(np.linalg.norm(kernel)) or 1.0
     rows = []
     methods = [m for m in spec.methods if settings.methods is None or m in settings.methods]
-    stats = _statistics(layer, spec, captured, settings) if settings.factorization == "data_aware" else None
+    stats = captured.statistics
     for method in methods:
         factorizer = get_factorizer(geom.kind, method)
         ranks = rank_grid(spec.useful_ranks[method], settings.ranks_per_method)
@@ -243,11 +243,19 @@ def run_profile(
     specs = list(analysis.specs.values())
     layers = analysis.layers
     rows: list[dict] = []
+    aware = settings.factorization == "data_aware"
+    batch, groups = plan_capture(
+        model, specs, layers, len(data), budget=settings.memory_budget_mb * 2**20,
+        batch_size=settings.batch_size, limit=settings.max_positions, statistics=aware,
+    )  # fmt: skip
+    settings = dataclasses.replace(settings, batch_size=batch)  # the probes' batches too
     network = None
     if settings.output_samples:  # None (unresolved) computes none, as 0 does
-        network = _NetworkProbe(model, analysis, data[: settings.output_samples], settings.batch_size)
-    budget = settings.memory_budget_mb * 2**20
-    groups = capture_groups(model, specs, data, memory_budget=budget, batch_size=settings.batch_size)
+        network = _NetworkProbe(model, analysis, data[: settings.output_samples], batch)
+    groups = capture_groups(
+        model, groups, layers, data, max_positions=settings.max_positions, seed=settings.seed,
+        batch_size=batch, statistics=aware,
+    )  # fmt: skip
     for spec, captured in tqdm(
         groups, total=len(specs), desc="profile", unit="layer", disable=not show_progress
     ):

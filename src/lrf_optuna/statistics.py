@@ -32,6 +32,7 @@ __all__ = [
     "collect_statistics",
     "layer_vectors",
     "ledoit_wolf",
+    "padded_windows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,9 @@ def _channels_last(x: np.ndarray, layer: Any) -> np.ndarray:
     return x
 
 
-def conv_patches(x: np.ndarray, layer: Any, geom: LayerGeometry, limit: int, seed: int) -> np.ndarray:
-    """``(n, K, cin)`` patches of channels-last ``x`` at (a subset of) the output positions."""
+def padded_windows(x: np.ndarray, layer: Any, geom: LayerGeometry) -> np.ndarray:
+    """``(N, *out, C, *spans)`` view: the input window (dilation included) under each output
+    position of a conv with the layer's padding and strides, on channels-last ``x``."""
     config, rank, kernel = layer.get_config(), geom.spatial_rank, geom.kernel_size
     strides = _per_axis(config["strides"], rank)
     dilation = _per_axis(config["dilation_rate"], rank)
@@ -100,8 +102,15 @@ def conv_patches(x: np.ndarray, layer: Any, geom: LayerGeometry, limit: int, see
             pads.append((span - 1, 0) if config["padding"] == "causal" else (0, 0))
     x = np.pad(x, [(0, 0), *pads, (0, 0)])
     windows = np.lib.stride_tricks.sliding_window_view(x, spans, axis=tuple(range(1, rank + 1)))
-    pick = tuple(slice(None, None, s) for s in strides) + (slice(None),)
-    windows = windows[(slice(None), *pick, *(slice(None, None, d) for d in dilation))]
+    return windows[(slice(None), *(slice(None, None, s) for s in strides))]
+
+
+def conv_patches(x: np.ndarray, layer: Any, geom: LayerGeometry, limit: int, seed: int) -> np.ndarray:
+    """``(n, K, cin)`` patches of channels-last ``x`` at (a subset of) the output positions."""
+    rank, kernel = geom.spatial_rank, geom.kernel_size
+    dilation = _per_axis(layer.get_config()["dilation_rate"], rank)
+    windows = padded_windows(x, layer, geom)
+    windows = windows[(Ellipsis, *(slice(None, None, d) for d in dilation))]
     out = windows.shape[1 : 1 + rank]
     chosen = _subset(math.prod(out), limit, seed)
     flat = np.arange(math.prod(out)) if chosen is None else chosen

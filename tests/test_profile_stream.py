@@ -1,0 +1,92 @@
+"""The streamed capture (issue 21): the same profile as the capture that held full maps, on
+every path it keeps inputs by, and a memory budget checked up front."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lrf_optuna as lo
+from lrf_optuna import metrics
+from lrf_optuna.capture import kept_inputs
+from stream_support import GOLDEN, stream_cnn, stream_data, stream_profile
+
+SCORES = ["cka", "cosine", "nmse"]
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return pd.read_csv(GOLDEN)
+
+
+def test_every_input_mode_is_taken():
+    model = stream_cnn()
+    analysis = lo.analyze(model)
+    modes = {}
+    for name, spec in analysis.specs.items():
+        call = spec.geometry.calls[0]
+        kept = None if call.out_positions <= 8 else 8
+        modes[name] = kept_inputs(analysis.layers[name], spec, call.in_spatial, kept)[0]
+    assert modes == {
+        "same": "windows", "strided": "windows", "dilated": "windows", "separable": "full",
+        "pointwise": "windows", "shared": "windows", "transposed": "full", "dense_map": "rows", "head": "full",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("factorization", ["weights", "data_aware"])
+def test_streamed_profile_equals_the_full_map_profile(golden, factorization):
+    expected = golden[golden.factorization == factorization].reset_index(drop=True)
+    actual = stream_profile(factorization).reset_index(drop=True)
+    exact = ["layer", "method", "rank", "params", "macs"]
+    pd.testing.assert_frame_equal(actual[exact], expected[exact], check_dtype=False)
+    # bit-identical here (measured); float32 rounding allowed: a "valid" conv on windows may sum in
+    # another order than the conv on the full map
+    np.testing.assert_allclose(actual[SCORES], expected[SCORES], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(actual["weight_error"], expected["weight_error"], rtol=1e-6, atol=1e-9)
+    assert actual[["output_cka", "output_cosine", "output_nmse"]].isna().all().all()
+
+
+def test_budget_too_small_for_one_layer_is_refused_with_the_minimum():
+    model, data = stream_cnn(), stream_data()
+    settings = lo.ProfileSettings(max_positions=8, batch_size=16, factorization="weights", memory_budget_mb=1)
+    with pytest.raises(
+        ValueError, match=r"Invalid `memory_budget_mb`: expected at least (\d+) \(MB\)"
+    ) as error:
+        lo.profile_model(model, data, settings=settings, show_progress=False)
+    needed = int(re.search(r"at least (\d+)", str(error.value)).group(1))
+    assert needed > 1
+    enough = lo.profile_model(
+        model, data, settings=dataclasses.replace(settings, memory_budget_mb=needed), show_progress=False
+    )
+    assert len(enough) > 0
+    with pytest.raises(ValueError, match=f"at least {needed} "):
+        lo.profile_model(
+            model,
+            data,
+            settings=dataclasses.replace(settings, memory_budget_mb=needed - 1),
+            show_progress=False,
+        )
+
+
+def test_metrics_in_column_blocks_equal_whole_maps(monkeypatch):
+    """The metrics read float32 maps in float64 column blocks (no float64 copy of whole maps):
+    the same scores as NumPy on the whole float64 maps."""
+    rng = np.random.default_rng(4)
+    reference = rng.standard_normal((6, 50)).astype("float32")
+    candidate = (reference + 0.3 * rng.standard_normal((6, 50))).astype("float32")
+    monkeypatch.setattr(metrics, "BLOCK", 12)  # 2 columns per block: 25 blocks
+    assert len(metrics._blocks(reference)) == 25
+    scores = metrics.ReferenceMaps(reference).scores(candidate)
+    x, y = reference.astype(np.float64), candidate.astype(np.float64)
+    center = np.eye(6) - 1 / 6
+    gx, gy = center @ x @ x.T @ center, center @ y @ y.T @ center
+    expected = {
+        "cka": np.sum(gx * gy) / np.linalg.norm(gx) / np.linalg.norm(gy),
+        "cosine": np.mean(np.sum(x * y, 1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)),
+        "nmse": 1 / (1 + np.sum((x - y) ** 2) / np.sum(x**2)),
+    }
+    assert scores == pytest.approx(expected, rel=1e-12)
