@@ -37,6 +37,13 @@ class CP(Factorizer):
                 "CP needs a depthwise transposed convolution for its spatial factor, "
                 "and Keras has no such stock layer"
             )
+        if geom.spatial_rank == 3:
+            # benchmarks/results/stage_layers.txt: a grouped Conv3D with one channel per group
+            # runs several times slower than the full Conv3D it would replace
+            return (
+                "CP needs a depthwise 3-D convolution for its spatial factor; Keras has none, and "
+                "the grouped Conv3D standing in for it is slower than the layer it replaces"
+            )
         return pointwise_reason(geom)
 
     def full_rank(self, geom: LayerGeometry) -> int:
