@@ -27,16 +27,7 @@ def table_rows(text: str, header_start: str) -> list[list[str]]:
 
 
 def test_search_throughput_quick():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "search_throughput.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = run_quick("search_throughput.py")
     assert out.startswith("search throughput (quick mode)"), out
 
     throughput = table_rows(out, "storage  objective")
@@ -291,16 +282,7 @@ def test_data_aware_quick():
 def test_profile_scaling_quick():
     """The profile's memory (peak RSS over the RSS before it) barely grows when the calibration
     set quadruples, far below what holding full maps costs, and stays near its budget."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "profile_scaling.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = run_quick("profile_scaling.py")
     assert out.startswith("profile scaling (quick mode)"), out
     lines = out.splitlines()
     rows = [line.split() for line in lines[3:] if line.strip()]
