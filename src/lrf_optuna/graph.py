@@ -187,6 +187,8 @@ def recursion_headroom(frames: int) -> Iterator[None]:
 
 
 def _count_operations(model: keras.Model) -> int:
+    if not isinstance(model, keras.Sequential | keras.Function):
+        return 1  # a subclassed model exposes no graph; the walk refuses it with the reason
     operations = model.layers if isinstance(model, keras.Sequential) else model.operations
     return sum(_count_operations(op) if _is_model(op) else 1 for op in operations)
 
