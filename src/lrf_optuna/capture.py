@@ -33,7 +33,7 @@ from lrf_optuna.factorizers.base import statistics_shape
 from lrf_optuna.factorizers.data_aware import LayerStatistics
 from lrf_optuna.graph import CopyVisitor, rebuild
 from lrf_optuna.metrics import BLOCK
-from lrf_optuna.statistics import MomentAccumulator, padded_windows
+from lrf_optuna.statistics import MomentAccumulator, Tap, padded_windows
 
 __all__ = [
     "CallCapture",
@@ -251,22 +251,6 @@ class _CallSink:
         capture.inputs.append(np.ascontiguousarray(inputs))
 
 
-class _Recorder(keras.layers.Layer):
-    """Identity layer that hands each eager value it sees to ``append``."""
-
-    def __init__(self, append, **kwargs):
-        super().__init__(**kwargs)
-        # A bound method, not the sink: Keras would track (wrap) an object attribute.
-        self.append = append
-
-    def call(self, inputs):
-        self.append(keras.ops.convert_to_numpy(inputs))
-        return inputs
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
 class _CaptureVisitor(CopyVisitor):
     def __init__(self, make_sink):
         super().__init__()
@@ -278,8 +262,8 @@ class _CaptureVisitor(CopyVisitor):
         if sink is None:
             return replacement(*args, **kwargs)
         self.sinks.setdefault(path, []).append(sink)
-        recorded = _Recorder(sink.append_input)(args[0])
-        return _Recorder(sink.append_output)(replacement(recorded, *args[1:], **kwargs))
+        recorded = Tap(sink.append_input)(args[0])
+        return Tap(sink.append_output)(replacement(recorded, *args[1:], **kwargs))
 
 
 def _run(model: keras.Model, group: list[LayerSpec], layers: dict, data: np.ndarray, options) -> dict:

@@ -26,6 +26,7 @@ from lrf_optuna.graph import CopyVisitor, check_single_input, rebuild
 
 __all__ = [
     "MomentAccumulator",
+    "Tap",
     "TapVisitor",
     "channel_rows",
     "check_calibration",
@@ -206,12 +207,12 @@ def ledoit_wolf(moment: np.ndarray, fourth: float, count: int) -> tuple[np.ndarr
     return (1 - weight) * moment + weight * mean * np.eye(dim), weight
 
 
-class _Tap(keras.layers.Layer):
-    """Identity layer handing each eager value it sees to ``sink.append``."""
+class Tap(keras.layers.Layer):
+    """Identity layer handing each eager value it sees (as NumPy) to ``append``."""
 
-    def __init__(self, sink: Any, **kwargs):
+    def __init__(self, append: Any, **kwargs):
         super().__init__(**kwargs)
-        self.append = sink.append  # a bound method: Keras would track (wrap) the object
+        self.append = append  # a bound method, not its object: Keras would track (wrap) that
 
     def call(self, inputs):
         self.append(keras.ops.convert_to_numpy(inputs))
@@ -230,7 +231,7 @@ class TapVisitor(CopyVisitor):
 
     def call(self, layer, replacement, path, *args, **kwargs):
         if path in self.sinks:
-            args = (_Tap(self.sinks[path])(args[0]), *args[1:])
+            args = (Tap(self.sinks[path].append)(args[0]), *args[1:])
         return replacement(*args, **kwargs)
 
 
