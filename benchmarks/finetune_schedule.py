@@ -24,9 +24,9 @@ from compression_table import MODELS, REFERENCE_MODELS, front, params_removed
 from tables import fixed_width, run_line
 
 import lrf_optuna as lo
-from lrf_optuna.model_io import load_model_file
-from lrf_optuna.proxy import DEFAULT_AGGREGATOR
-from lrf_optuna.workflow import calibration_subset, materialize_as_searched
+from lrf_optuna.files._models import load_model_file
+from lrf_optuna.results._compress import calibration_subset, materialize_as_searched
+from lrf_optuna.similarity._proxy import DEFAULT_AGGREGATOR
 
 # label: (schedule, learning rate, distill from the original model)
 SCHEDULES = {"constant 1e-4": ("constant", 1e-4, False), "cosine from 3e-4": ("cosine", 3e-4, False),

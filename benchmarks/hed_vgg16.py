@@ -31,7 +31,7 @@ import optuna
 from tables import auto_width, run_line
 
 import lrf_optuna as lo
-from lrf_optuna.metrics import ReferenceMaps
+from lrf_optuna.similarity._metrics import ReferenceMaps
 
 BGR_MEAN = np.array([104.00699, 116.66877, 122.67892], np.float32)  # HED's Caffe preprocessing
 SIDE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")

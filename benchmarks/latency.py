@@ -33,9 +33,9 @@ import optuna
 from tables import fixed_width, run_line
 
 import lrf_optuna as lo
-from lrf_optuna.model_io import load_model_file
-from lrf_optuna.storage import default_storage_url, open_storage
-from lrf_optuna.tflite import convert_tflite
+from lrf_optuna.files._models import load_model_file
+from lrf_optuna.runtime._tflite import convert_tflite
+from lrf_optuna.search._storage import default_storage_url, open_storage
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 CONV_METHODS = ("tucker2", "cp", "svd")

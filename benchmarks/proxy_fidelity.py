@@ -37,9 +37,9 @@ import optuna
 import pandas as pd
 
 import lrf_optuna as lo
-from lrf_optuna.model_io import load_model_file
-from lrf_optuna.proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
-from lrf_optuna.workflow import calibration_subset, materialize_as_searched
+from lrf_optuna.files._models import load_model_file
+from lrf_optuna.results._compress import calibration_subset, materialize_as_searched
+from lrf_optuna.similarity._proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 TITLE = "Spearman rank correlation of each proxy with test accuracy"

@@ -24,8 +24,8 @@ from compression_table import MODELS, REFERENCE_MODELS, front
 from tables import fixed_width, run_line
 
 import lrf_optuna as lo
-from lrf_optuna.model_io import load_model_file
-from lrf_optuna.workflow import calibration_subset
+from lrf_optuna.files._models import load_model_file
+from lrf_optuna.results._compress import calibration_subset
 
 
 def best_above(original: int, trials, thresholds) -> list[float | None]:

@@ -36,7 +36,7 @@ import optuna
 from tables import auto_width
 
 import lrf_optuna as lo
-from lrf_optuna.study import SamplerSettings, open_study
+from lrf_optuna.search._study import SamplerSettings, open_study
 
 TARGET_MS = 2.0
 

@@ -3,7 +3,7 @@
 For each storage (a Journal file; PostgreSQL when ``--postgres URL`` or
 ``$LRF_OPTUNA_TEST_POSTGRES_URL`` is given) and each objective, a study is created
 once (``run_study(n_trials=0)``: settings, anchors, profile cache) and N worker
-processes (``lrf_optuna.worker``, the code behind ``lrf-optuna worker``) run it to the
+processes (``lrf_optuna.search._worker``, the code behind ``lrf-optuna worker``) run it to the
 budget. Objectives: ``layerwise`` (the real objective, layerwise proxy) and ``trivial``
 (the same parameter suggestions, constant values), so the gap shows what the objective
 costs next to the storage and the sampler. Throughput = COMPLETE trials / (last trial
@@ -97,9 +97,9 @@ def create(storage: str, study: str, directory: Path, mode: Mode) -> None:
 def child(args: argparse.Namespace) -> None:
     """One worker process: the real objective, or the trivial one on the same space."""
     import lrf_optuna as lo
-    from lrf_optuna.search_space import SearchSpace
-    from lrf_optuna.study import SamplerSettings, load_existing_study, make_sampler
-    from lrf_optuna.worker import optimize_shared, worker_seed
+    from lrf_optuna.search._space import SearchSpace
+    from lrf_optuna.search._study import SamplerSettings, load_existing_study, make_sampler
+    from lrf_optuna.search._worker import optimize_shared, worker_seed
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directory = Path(args.dir)
@@ -135,7 +135,7 @@ def run_config(storage: str, objective: str, workers: int, mode: Mode, directory
         _, errors = process.communicate(timeout=1800)
         if process.returncode:
             raise RuntimeError(f"worker failed ({process.returncode}):\n{errors.decode()[-3000:]}")
-    from lrf_optuna.storage import open_storage
+    from lrf_optuna.search._storage import open_storage
 
     loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
     complete = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

@@ -19,10 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import optuna
 
 import lrf_optuna as lo
-from lrf_optuna.model_io import load_model_file
-from lrf_optuna.storage import artifact_dir_for
-from lrf_optuna.study import complete_search_trials
-from lrf_optuna.workflow import calibration_subset, compress_trial
+from lrf_optuna.files._models import load_model_file
+from lrf_optuna.results._compress import calibration_subset, compress_trial
+from lrf_optuna.search._storage import artifact_dir_for
+from lrf_optuna.search._study import complete_search_trials
 
 STUDIES_DIR = Path(__file__).resolve().parent
 MODELS_DIR = STUDIES_DIR / "models"

@@ -25,8 +25,8 @@ import numpy as np
 import optuna
 
 import lrf_optuna as lo
-from lrf_optuna.metrics import cosine_similarity, linear_cka, nmse_score
-from lrf_optuna.study import SamplerSettings, open_study
+from lrf_optuna.search._study import SamplerSettings, open_study
+from lrf_optuna.similarity._metrics import cosine_similarity, linear_cka, nmse_score
 
 L = keras.layers
 INPUT_SHAPE = (16, 16, 3)

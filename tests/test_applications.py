@@ -16,7 +16,7 @@ import pytest
 
 import lrf_optuna as lo
 from conftest import predict
-from lrf_optuna.model_io import load_model_file
+from lrf_optuna.files._models import load_model_file
 
 # Smallest square input each constructor accepts with weights=None (Keras refuses smaller).
 MIN_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}

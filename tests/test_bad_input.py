@@ -18,8 +18,8 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.cli import build_parser, main
-from lrf_optuna.model_io import load_model_file, save_model_atomic
-from lrf_optuna.storage import open_storage
+from lrf_optuna.files._models import load_model_file, save_model_atomic
+from lrf_optuna.search._storage import open_storage
 from search_support import INPUT_SHAPE, calibration, settings, tiny_cnn
 from worker_support import cli, start, wait_for_line
 

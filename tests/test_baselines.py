@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.baselines import evbmf_rank, weakened_rank
+from lrf_optuna.search._baselines import evbmf_rank, weakened_rank
 
 
 @pytest.mark.parametrize(("rows", "cols", "rank"), [(60, 200, 5), (200, 60, 8), (100, 100, 3)])

@@ -12,7 +12,7 @@ import pytest
 
 import lrf_optuna as lo
 from conftest import assert_outputs_close, predict, randomize_weights, sample_input, single_layer_model
-from lrf_optuna.catalog import canonical_kernel
+from lrf_optuna.model._layer_specs import canonical_kernel
 
 L = keras.layers
 

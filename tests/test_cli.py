@@ -295,7 +295,7 @@ def test_search_flags_default_to_the_record_and_their_help_to_the_dataclass(caps
 
 def test_objective_choices_are_the_librarys():
     from lrf_optuna.cli import OBJECTIVES
-    from lrf_optuna.objective import OBJECTIVES as LIBRARY
+    from lrf_optuna.search._objective import OBJECTIVES as LIBRARY
 
     assert tuple(name for name in LIBRARY if name != "macs") == OBJECTIVES  # "macs": older studies only
     args = build_parser().parse_args(

@@ -15,7 +15,7 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.cli import QUANTIZATIONS, build_parser, main
-from lrf_optuna.tflite import load_interpreter, run_interpreter
+from lrf_optuna.runtime._tflite import load_interpreter, run_interpreter
 
 
 def _digest(path) -> str:

@@ -118,14 +118,14 @@ def test_every_public_name_resolves_from_the_module_it_is_declared_in():
 def test_importing_a_submodule_does_not_hide_the_function_of_the_same_name():
     # the package attribute `finetune` is the function, whatever submodules were imported
     code = (
-        "import lrf_optuna.finetuning, lrf_optuna.commands\n"
+        "import lrf_optuna.results._finetune, lrf_optuna.cli._commands\n"
         "import lrf_optuna as lo\n"
         "from lrf_optuna import finetune, run_study, data\n"
         "print(callable(lo.finetune), finetune is lo.finetune, run_study.__module__, data.__name__)"
     )
     done = _python("-c", code)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True", "True", "lrf_optuna.search", "lrf_optuna.data"]
+    assert done.stdout.split() == ["True", "True", "lrf_optuna.search._run", "lrf_optuna.data"]
 
 
 SAVE_TT_MODEL = """

@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 def _make_study(path: Path) -> None:
-    from lrf_optuna.objective import DEFAULT_OBJECTIVES, directions
+    from lrf_optuna.search._objective import DEFAULT_OBJECTIVES, directions
 
     # Seeded: unseeded, no trial had a > 0.8 (so nothing infeasible to show) about once in 30 runs.
     sampler = optuna.samplers.RandomSampler(seed=0)

@@ -13,7 +13,7 @@ import pytest
 
 import lrf_optuna as lo
 from conftest import randomize_weights
-from lrf_optuna.tflite import load_interpreter, run_interpreter
+from lrf_optuna.runtime._tflite import load_interpreter, run_interpreter
 
 NO_INTERPRETER = ("ai_edge_litert", "ai_edge_litert.interpreter", "tensorflow.lite.python.interpreter")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.distill import distillation_loss, label_loss, soft_loss
+from lrf_optuna.results._distill import distillation_loss, label_loss, soft_loss
 
 
 def softmax(z):

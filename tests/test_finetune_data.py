@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import lrf_optuna as lo
-from lrf_optuna.distill import outputs_probabilities
-from lrf_optuna.profile import check_calibration
-from lrf_optuna.workflow import calibration_subset
+from lrf_optuna.results._compress import calibration_subset
+from lrf_optuna.results._distill import outputs_probabilities
+from lrf_optuna.similarity._profile import check_calibration
 
 BATCH = 32
 

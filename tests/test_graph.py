@@ -22,7 +22,7 @@ from conftest import (
     reference_model,
     set_canonical_kernel,
 )
-from lrf_optuna.model_io import load_model_file
+from lrf_optuna.files._models import load_model_file
 from search_support import METRIC_FUNCTIONS, settings
 
 L = keras.layers

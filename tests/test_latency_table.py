@@ -11,8 +11,8 @@ import pytest
 
 import lrf_optuna as lo
 from conftest import randomize_weights
-from lrf_optuna import latency_table as lt
-from lrf_optuna.latency_table import LatencySettings, LatencyTable, latency_table
+from lrf_optuna.runtime import _latency_table as lt
+from lrf_optuna.runtime._latency_table import LatencySettings, LatencyTable, latency_table
 
 L = keras.layers
 

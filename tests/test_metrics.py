@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.metrics import ReferenceMaps, cosine_similarity, linear_cka, nmse_score
+from lrf_optuna.similarity._metrics import ReferenceMaps, cosine_similarity, linear_cka, nmse_score
 
 
 def feature_space_cka(x: np.ndarray, y: np.ndarray) -> float:

@@ -8,9 +8,9 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.latency_table import LatencySettings, latency_table
-from lrf_optuna.objective import trial_metrics
-from lrf_optuna.report import pareto_frame
+from lrf_optuna.results._report import pareto_frame
+from lrf_optuna.runtime._latency_table import LatencySettings, latency_table
+from lrf_optuna.search._objective import trial_metrics
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 FAST_LATENCY = LatencySettings(runtime="keras", runs=2, ranks_per_method=2)

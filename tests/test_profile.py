@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.profile import PROFILE_COLUMNS, rank_grid
+from lrf_optuna.similarity._profile import PROFILE_COLUMNS, rank_grid
 from search_support import METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
 
 SCORES = ["cka", "cosine", "nmse"]
@@ -295,7 +295,7 @@ def test_nested_model_layer(data):
 def test_tiny_memory_budget_captures_in_several_passes(model, caplog):
     data = calibration(64, seed=5)
     reference = lo.profile_model(model, data, settings=settings(), show_progress=False)
-    with caplog.at_level(logging.INFO, logger="lrf_optuna.capture"):
+    with caplog.at_level(logging.INFO, logger="lrf_optuna.similarity._capture"):
         # 9 MB: the largest layer (c1, ~8.1 MB with the metrics' float64 copies) alone, then the rest
         small = lo.profile_model(model, data, settings=settings(memory_budget_mb=9), show_progress=False)
     passes = [int(m) for m in re.findall(r"in (\d+) forward pass", caplog.text)]

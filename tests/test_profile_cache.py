@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna import profile as profile_module
-from lrf_optuna import profile_cache
-from lrf_optuna import search as search_module
+from lrf_optuna.search import _run as search_module
+from lrf_optuna.similarity import _cache as profile_cache
+from lrf_optuna.similarity import _profile as profile_module
 from search_support import calibration, settings, tiny_cnn
 
 SETTINGS = settings(ranks_per_method=3, methods=("svd", "tucker2", "tucker"))
-LOGGER = "lrf_optuna.profile_cache"
+LOGGER = "lrf_optuna.similarity._cache"
 
 
 @pytest.fixture

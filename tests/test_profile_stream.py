@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna import metrics
-from lrf_optuna.capture import kept_inputs
+from lrf_optuna.similarity import _metrics as metrics
+from lrf_optuna.similarity._capture import kept_inputs
 from stream_support import GOLDEN, stream_cnn, stream_data, stream_profile
 
 SCORES = ["cka", "cosine", "nmse"]

@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.proxy import ModelProxy
-from lrf_optuna.statistics import collect_statistics
+from lrf_optuna.model._statistics import collect_statistics
+from lrf_optuna.similarity._proxy import ModelProxy
 from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings
 
 PLANS = [

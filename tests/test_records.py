@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
-from lrf_optuna.finetuning import FinetuneResult
-from lrf_optuna.records import record_finetune
-from lrf_optuna.select import FINETUNED_FROM, feasible_trials, select_trial
-from lrf_optuna.storage import artifact_dir_for
+from lrf_optuna.results._finetune import FinetuneResult
+from lrf_optuna.results._records import record_finetune
+from lrf_optuna.results._selection import FINETUNED_FROM, feasible_trials, select_trial
+from lrf_optuna.search._storage import artifact_dir_for
 
 
 def test_record_trial_carries_results_and_the_model_artifact(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 import lrf_optuna as lo
 from conftest import assert_outputs_close, predict, randomize_weights
-from lrf_optuna.workflow import calibration_subset, plan_calibration, study_factorization
+from lrf_optuna.results._compress import calibration_subset, plan_calibration, study_factorization
 
 L = keras.layers
 

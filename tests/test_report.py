@@ -8,8 +8,8 @@ import optuna
 import pandas as pd
 
 import lrf_optuna as lo
-from lrf_optuna.cost import Cost
-from lrf_optuna.finetuning import FinetuneResult
+from lrf_optuna.core._cost import Cost
+from lrf_optuna.results._finetune import FinetuneResult
 
 
 def study_with_plans() -> optuna.Study:

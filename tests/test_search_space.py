@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.study import ANCHORS_ATTR, anchor_params
+from lrf_optuna.search._study import ANCHORS_ATTR, anchor_params
 from search_support import LAYERS, calibration, settings
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

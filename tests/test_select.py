@@ -5,7 +5,13 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from lrf_optuna.select import FINETUNED_FROM, feasible_trials, pareto_trials, select_trial, spread_trials
+from lrf_optuna.results._selection import (
+    FINETUNED_FROM,
+    feasible_trials,
+    pareto_trials,
+    select_trial,
+    spread_trials,
+)
 
 DIRECTIONS = ["minimize", "minimize", "maximize"]
 

@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.settings import DataSpec
-from lrf_optuna.workflow import compress_trial
+from lrf_optuna.results._compress import compress_trial
+from lrf_optuna.search._settings import DataSpec
 from search_support import calibration, settings, tiny_cnn
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.seeds import hull_params
-from lrf_optuna.study import anchor_params
+from lrf_optuna.search._hull import hull_params
+from lrf_optuna.search._study import anchor_params
 from search_support import LAYERS
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

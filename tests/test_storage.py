@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from lrf_optuna.storage import artifact_dir_for
+from lrf_optuna.search._storage import artifact_dir_for
 
 
 @pytest.mark.parametrize(

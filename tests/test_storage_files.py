@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from lrf_optuna.cli import main
-from lrf_optuna.storage import open_storage
+from lrf_optuna.search._storage import open_storage
 
 HEAD = optuna.storages.RDBStorage("sqlite:///:memory:").get_head_version()
 

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from lrf_optuna.data import DEBIAN_DIR
-from lrf_optuna.select import FINETUNED_FROM
+from lrf_optuna.results._selection import FINETUNED_FROM
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.study import ANCHORS_ATTR, FINETUNED_FROM, anchor_params, complete_search_trials
+from lrf_optuna.search._study import ANCHORS_ATTR, FINETUNED_FROM, anchor_params, complete_search_trials
 from search_support import calibration, nested_cnn, settings, tiny_cnn
 
 SUPPORT = Path(__file__).with_name("search_support.py")

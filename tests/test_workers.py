@@ -17,9 +17,9 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.profile_cache import cached_profile
-from lrf_optuna.storage import open_storage
-from lrf_optuna.worker import OWNER_ATTR, SURPLUS_ATTR
+from lrf_optuna.search._storage import open_storage
+from lrf_optuna.search._worker import OWNER_ATTR, SURPLUS_ATTR
+from lrf_optuna.similarity._cache import cached_profile
 from search_support import settings
 from worker_support import (
     HANG_MARK,

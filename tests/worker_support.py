@@ -93,7 +93,7 @@ def _hanging_worker(args: argparse.Namespace) -> None:
     import keras
 
     import lrf_optuna as lo
-    from lrf_optuna import worker
+    from lrf_optuna.search import _worker as worker
 
     build, calls = worker.objective_for, 0
 

@@ -15,61 +15,67 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must list the same names
     from lrf_optuna import data
-    from lrf_optuna.analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
-    from lrf_optuna.baselines import vbmf_plan
-    from lrf_optuna.catalog import LayerSpec
-    from lrf_optuna.cost import Cost
+    from lrf_optuna.core._cost import Cost
     from lrf_optuna.factorizers import get_factorizer, methods_for
-    from lrf_optuna.finetuning import (
+    from lrf_optuna.layers import TTDense, TuckerDense
+    from lrf_optuna.model._analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
+    from lrf_optuna.model._layer_specs import LayerSpec
+    from lrf_optuna.model._materialize import materialize
+    from lrf_optuna.results._finetune import (
         SCHEDULES,
         FinetuneResult,
         evaluate_accuracy,
         finetune,
         learning_rate_schedule,
     )
-    from lrf_optuna.latency import RUNTIMES, Latency, measure_latency
-    from lrf_optuna.layers import TTDense, TuckerDense
-    from lrf_optuna.metrics import METRICS, OUTPUT_METRICS
-    from lrf_optuna.objective import METRIC_NAMES, Constraints, Objective
-    from lrf_optuna.profile import ProfileSettings
-    from lrf_optuna.proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
-    from lrf_optuna.report import pareto_frame, summary_table, write_report
-    from lrf_optuna.search import make_objective, plan_from_trial, profile_model, run_study
-    from lrf_optuna.search_space import DEFAULT_METHODS, SearchSpace
-    from lrf_optuna.select import pareto_trials, select_trial, spread_trials
-    from lrf_optuna.settings import DataSpec, SearchSettings
-    from lrf_optuna.storage import open_storage
-    from lrf_optuna.study import SamplerSettings
-    from lrf_optuna.surgery import materialize
-    from lrf_optuna.tflite import QUANTIZATIONS, export_tflite
-    from lrf_optuna.worker import run_worker
+    from lrf_optuna.results._report import pareto_frame, summary_table, write_report
+    from lrf_optuna.results._selection import pareto_trials, select_trial, spread_trials
+    from lrf_optuna.runtime._latency import RUNTIMES, Latency, measure_latency
+    from lrf_optuna.runtime._tflite import QUANTIZATIONS, export_tflite
+    from lrf_optuna.search._baselines import vbmf_plan
+    from lrf_optuna.search._objective import METRIC_NAMES, Constraints, Objective
+    from lrf_optuna.search._run import make_objective, plan_from_trial, profile_model, run_study
+    from lrf_optuna.search._settings import DataSpec, SearchSettings
+    from lrf_optuna.search._space import DEFAULT_METHODS, SearchSpace
+    from lrf_optuna.search._storage import open_storage
+    from lrf_optuna.search._study import SamplerSettings
+    from lrf_optuna.search._worker import run_worker
+    from lrf_optuna.similarity._metrics import METRICS, OUTPUT_METRICS
+    from lrf_optuna.similarity._profile import ProfileSettings
+    from lrf_optuna.similarity._proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
 
 __version__ = "0.1.0"
 
 # submodule (under lrf_optuna.) -> the public names it provides
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "analysis": ("ModelAnalysis", "analyze", "compressible_layers", "model_cost", "plan_cost"),
-    "baselines": ("vbmf_plan",),
-    "catalog": ("LayerSpec",),
-    "cost": ("Cost",),
+    "model._analysis": ("ModelAnalysis", "analyze", "compressible_layers", "model_cost", "plan_cost"),
+    "search._baselines": ("vbmf_plan",),
+    "model._layer_specs": ("LayerSpec",),
+    "core._cost": ("Cost",),
     "factorizers": ("get_factorizer", "methods_for"),
-    "finetuning": ("SCHEDULES", "FinetuneResult", "evaluate_accuracy", "finetune", "learning_rate_schedule"),
-    "latency": ("RUNTIMES", "Latency", "measure_latency"),
+    "results._finetune": (
+        "SCHEDULES",
+        "FinetuneResult",
+        "evaluate_accuracy",
+        "finetune",
+        "learning_rate_schedule",
+    ),
+    "runtime._latency": ("RUNTIMES", "Latency", "measure_latency"),
     "layers": ("TTDense", "TuckerDense"),
-    "metrics": ("METRICS", "OUTPUT_METRICS"),
-    "objective": ("METRIC_NAMES", "Constraints", "Objective"),
-    "profile": ("ProfileSettings",),
-    "proxy": ("AGGREGATORS", "LAYERWISE_METRICS", "LayerwiseProxy", "ModelProxy"),
-    "report": ("pareto_frame", "summary_table", "write_report"),
-    "search": ("make_objective", "plan_from_trial", "profile_model", "run_study"),
-    "search_space": ("DEFAULT_METHODS", "SearchSpace"),
-    "select": ("pareto_trials", "select_trial", "spread_trials"),
-    "settings": ("DataSpec", "SearchSettings"),
-    "storage": ("open_storage",),
-    "study": ("SamplerSettings",),
-    "surgery": ("materialize",),
-    "tflite": ("QUANTIZATIONS", "export_tflite"),
-    "worker": ("run_worker",),
+    "similarity._metrics": ("METRICS", "OUTPUT_METRICS"),
+    "search._objective": ("METRIC_NAMES", "Constraints", "Objective"),
+    "similarity._profile": ("ProfileSettings",),
+    "similarity._proxy": ("AGGREGATORS", "LAYERWISE_METRICS", "LayerwiseProxy", "ModelProxy"),
+    "results._report": ("pareto_frame", "summary_table", "write_report"),
+    "search._run": ("make_objective", "plan_from_trial", "profile_model", "run_study"),
+    "search._space": ("DEFAULT_METHODS", "SearchSpace"),
+    "results._selection": ("pareto_trials", "select_trial", "spread_trials"),
+    "search._settings": ("DataSpec", "SearchSettings"),
+    "search._storage": ("open_storage",),
+    "search._study": ("SamplerSettings",),
+    "model._materialize": ("materialize",),
+    "runtime._tflite": ("QUANTIZATIONS", "export_tflite"),
+    "search._worker": ("run_worker",),
 }
 _SUBMODULES = ("data",)
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

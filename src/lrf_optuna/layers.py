@@ -11,7 +11,7 @@ import math
 import keras
 from keras import ops
 
-from lrf_optuna.factorizers.stages import TTStage, TuckerStage
+from lrf_optuna.core._stages import TTStage, TuckerStage
 
 __all__ = ["TTDense", "TuckerDense"]
 

@@ -17,7 +17,7 @@ from test_contract import ALL_PAIRS, CASE_BY_ID, CASE_IDS, EXACT_PAIRS, NAME, bu
 import lrf_optuna as lo
 from conftest import assert_outputs_close, canonical_kernel, predict
 from lrf_optuna.factorizers.data_aware import LayerStatistics, output_error
-from lrf_optuna.statistics import MomentAccumulator, layer_vectors
+from lrf_optuna.model._statistics import MomentAccumulator, layer_vectors
 
 SAMPLES = 24
 

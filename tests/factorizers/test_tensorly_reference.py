@@ -16,10 +16,10 @@ import pytest
 import tensorly as tl
 from tensorly.decomposition import parafac, partial_tucker, tensor_train
 
+from lrf_optuna.core._geometry import CallShape, LayerGeometry
 from lrf_optuna.factorizers import get_factorizer
 from lrf_optuna.factorizers.conv_cp import ALS_ITERATIONS
 from lrf_optuna.factorizers.dense_tt import _to_tt_order
-from lrf_optuna.geometry import CallShape, LayerGeometry
 
 
 def conv_geometry(kernel_shape: tuple[int, ...]) -> LayerGeometry:

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from lrf_optuna.cost import Cost
+from lrf_optuna.core._cost import Cost
+from lrf_optuna.core._geometry import LayerGeometry
+from lrf_optuna.core._stages import Stage, chain_cost, layer_cost
 from lrf_optuna.factorizers.data_aware import LayerStatistics
-from lrf_optuna.factorizers.stages import Stage, chain_cost, layer_cost
-from lrf_optuna.geometry import LayerGeometry
 
 __all__ = ["Factorizer", "check_statistics", "get_factorizer", "methods_for", "register", "statistics_shape"]
 
@@ -126,7 +126,7 @@ def check_statistics(stats: LayerStatistics, geom: LayerGeometry) -> None:
     if stats.moments.shape != expected:
         raise ValueError(
             f"Invalid `stats` for layer '{geom.name}': expected moments of shape {expected}, "
-            f"received {stats.moments.shape}. Compute them for this layer (lrf_optuna.statistics)."
+            f"received {stats.moments.shape}. Compute them for this layer (lrf_optuna.model._statistics)."
         )
 
 

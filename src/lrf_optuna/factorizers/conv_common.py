@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrf_optuna.factorizers.stages import ConvStage
-from lrf_optuna.geometry import LayerGeometry
+from lrf_optuna.core._geometry import LayerGeometry
+from lrf_optuna.core._stages import ConvStage
 
 __all__ = [
     "POINTWISE_REASON",

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from lrf_optuna.core._geometry import LayerGeometry
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import (
     compose_chain,
@@ -21,7 +22,6 @@ from lrf_optuna.factorizers.conv_common import (
 )
 from lrf_optuna.factorizers.cp_als import cp_als, svd_init
 from lrf_optuna.factorizers.data_aware import fit_last, output_error, regularized, sqrt_and_inverse
-from lrf_optuna.geometry import LayerGeometry
 
 ALS_ITERATIONS = 25  # fixed budget: keeps profiling fast; the ALS stops earlier once converged
 

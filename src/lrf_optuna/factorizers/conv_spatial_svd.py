@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from lrf_optuna.core._geometry import LayerGeometry
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import (
     balanced_svd,
@@ -16,7 +17,6 @@ from lrf_optuna.factorizers.conv_common import (
     stack_groups,
 )
 from lrf_optuna.factorizers.data_aware import fit_last, output_error, regularized, whitened_svd
-from lrf_optuna.geometry import LayerGeometry
 
 
 @register

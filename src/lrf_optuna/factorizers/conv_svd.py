@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from lrf_optuna.core._geometry import LayerGeometry
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import (
     balanced_svd,
@@ -13,7 +14,6 @@ from lrf_optuna.factorizers.conv_common import (
     stack_groups,
 )
 from lrf_optuna.factorizers.data_aware import regularized, whitened_svd
-from lrf_optuna.geometry import LayerGeometry
 
 
 @register

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from lrf_optuna.core._geometry import LayerGeometry
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import (
     compose_chain,
@@ -26,7 +27,6 @@ from lrf_optuna.factorizers.data_aware import (
     regularized,
     sqrt_and_inverse,
 )
-from lrf_optuna.geometry import LayerGeometry
 
 
 def mode_basis(tensor: np.ndarray, axis: int) -> np.ndarray:

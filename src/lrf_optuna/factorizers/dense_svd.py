@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from lrf_optuna.core._geometry import LayerGeometry
+from lrf_optuna.core._stages import ConvStage, DenseStage, SeparableStage
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_common import balanced_svd
 from lrf_optuna.factorizers.data_aware import regularized, whitened_svd
-from lrf_optuna.factorizers.stages import ConvStage, DenseStage, SeparableStage
-from lrf_optuna.geometry import LayerGeometry
 
 
 def _spatial_rank(geom: LayerGeometry) -> int:

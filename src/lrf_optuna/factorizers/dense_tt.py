@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
+from lrf_optuna.core._geometry import LayerGeometry
+from lrf_optuna.core._stages import TTStage
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.data_aware import regularized
-from lrf_optuna.factorizers.stages import TTStage
 from lrf_optuna.factorizers.tensorize import balanced_modes
-from lrf_optuna.geometry import LayerGeometry
 
 TT_CORES = 3
 

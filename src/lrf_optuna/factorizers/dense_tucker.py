@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from lrf_optuna.core._geometry import LayerGeometry
+from lrf_optuna.core._stages import TuckerStage
 from lrf_optuna.factorizers.base import Factorizer, register
 from lrf_optuna.factorizers.conv_tucker2 import mode_basis
 from lrf_optuna.factorizers.data_aware import fit_last, output_error, regularized
-from lrf_optuna.factorizers.stages import TuckerStage
 from lrf_optuna.factorizers.tensorize import balanced_modes
-from lrf_optuna.geometry import LayerGeometry
 
 MODES_PER_SIDE = 2
 

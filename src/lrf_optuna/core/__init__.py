@@ -1,0 +1,1 @@
+"""Pure data: plans, layer geometry, the cost model of replacement chains, batches."""

@@ -1,0 +1,1 @@
+"""The user's files: models and datasets loaded safely, atomic JSON caches."""

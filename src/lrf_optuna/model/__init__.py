@@ -1,0 +1,1 @@
+"""Keras models: graph rebuild, compressible layers, exact costs, materialization, refit."""

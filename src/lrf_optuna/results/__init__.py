@@ -1,0 +1,1 @@
+"""After the search: trial selection, fine-tuning, records, reports, compress_trial."""

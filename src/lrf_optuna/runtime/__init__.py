@@ -1,0 +1,1 @@
+"""Where users run models: TFLite export, measured latency, the latency table, bench."""

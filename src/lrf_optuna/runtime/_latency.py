@@ -1,0 +1,131 @@
+"""Measured latency of a model, per batch, in Keras or under the TFLite interpreter.
+
+What is timed is what a user calling the model sees, on seeded random inputs already in memory:
+
+- ``"keras"``: ``model.predict_on_batch(x)``: the traced, compiled predict step (what
+  ``model.predict`` runs per batch), including the copy of the outputs to NumPy. Not the eager
+  ``model(x)``, whose Python dispatch costs more than a small model's math.
+- ``"tflite"``: the float32 ``.tflite`` conversion of the model (``export_tflite``'s, not
+  written to disk), run by the LiteRT (else TensorFlow's) interpreter with ``num_threads``:
+  ``set_tensor`` + ``invoke`` + ``get_tensor``.
+
+Threads: TFLite takes ``threads`` per interpreter (None: 1). TensorFlow's intra-op thread pool
+can only be sized before TensorFlow initializes, which has happened once any Keras model
+exists; so for Keras ``threads=None`` measures with the process's setting (0: TensorFlow's
+default, all cores) and an explicit ``threads`` must equal it, else ValueError. To time Keras
+on n threads, call ``tf.config.threading.set_intra_op_parallelism_threads(n)`` first thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+import keras
+import numpy as np
+
+from lrf_optuna.runtime._tflite import convert_tflite, load_interpreter, prepared, random_inputs
+
+__all__ = ["RUNTIMES", "Latency", "measure_latency"]
+
+logger = logging.getLogger(__name__)
+RUNTIMES = ("keras", "tflite")
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Milliseconds per batch over ``runs`` warm runs: median and 10th/90th percentiles.
+
+    ``threads``: the interpreter's threads (TFLite) or TensorFlow's intra-op setting (Keras;
+    0 means TensorFlow's default, all cores).
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    runtime: str
+    batch_size: int
+    threads: int
+
+    @property
+    def per_sample_ms(self) -> float:
+        return self.median_ms / self.batch_size
+
+
+def measure_latency(
+    model: keras.Model,
+    *,
+    runtime: str = "tflite",
+    batch_size: int = 1,
+    threads: int | None = None,
+    warmup: int = 5,
+    runs: int = 50,
+    seed: int = 0,
+) -> Latency:
+    """Time ``runs`` calls of ``model`` on one seeded random batch after ``warmup`` untimed ones.
+
+    See the module docstring for what each ``runtime`` times and what ``threads`` means.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"Invalid `runtime`: expected one of {list(RUNTIMES)}, received {runtime!r}")
+    for name, value, least in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("runs", runs, 1)):
+        if not isinstance(value, int) or value < least:
+            raise ValueError(f"Invalid `{name}`: expected an integer >= {least}, received {value!r}")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"Invalid `threads`: expected None or an integer >= 1, received {threads!r}")
+    x = random_inputs(model, batch_size, seed=seed)
+    if runtime == "keras":
+        threads = _keras_threads(threads)
+        call = lambda: model.predict_on_batch(x)
+    else:
+        threads = 1 if threads is None else threads
+        call = _tflite_call(model, x, threads)
+    times = _time(call, warmup=warmup, runs=runs)
+    p10, median, p90 = np.percentile(times, [10, 50, 90])
+    logger.debug("%s latency of '%s' at batch %d: %.3f ms", runtime, model.name, batch_size, median)
+    return Latency(float(median), float(p10), float(p90), runs, runtime, batch_size, threads)
+
+
+def _keras_threads(threads: int | None) -> int:
+    import tensorflow as tf
+
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    if threads is None or threads == current:
+        return current
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError as error:
+        raise ValueError(
+            f"Invalid `threads` for runtime 'keras': expected None or {current} (TensorFlow's intra-op "
+            f"setting, 0 = all cores), received {threads}. TensorFlow sizes its thread pool once, before "
+            "any model exists: call tf.config.threading.set_intra_op_parallelism_threads(n) first "
+            "thing in your program, or pass threads=None."
+        ) from error
+    return threads
+
+
+def _tflite_call(model: keras.Model, x: np.ndarray, threads: int) -> Callable[[], np.ndarray]:
+    interpreter = prepared(load_interpreter(content=convert_tflite(model), threads=threads), x.shape)
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+
+    def call() -> np.ndarray:
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+
+    return call
+
+
+def _time(call: Callable[[], object], *, warmup: int, runs: int) -> np.ndarray:
+    for _ in range(warmup):
+        call()
+    times = np.empty(runs)
+    for index in range(runs):
+        start = time.perf_counter()
+        call()
+        times[index] = (time.perf_counter() - start) * 1e3
+    return times

@@ -1,0 +1,184 @@
+"""Predicted latency of a plan from a table measured once per (model, runtime, machine).
+
+For every compressible layer, each searched method and each rank of the profile's rank
+grid, the layer alone (at its traced input shape) and its replacement chain alone are
+timed; their difference is that candidate's latency delta. A plan's predicted latency is
+the whole original model's measured latency plus the deltas of its factorized layers,
+interpolated linearly between grid ranks: no model is built per trial. A layer called
+several times (shared) counts its delta once per call.
+
+Tables are cached as JSON (atomic writes, one process measures under a lock), keyed by the
+architecture (not the weights: latency does not depend on their values), runtime, batch
+size, threads, rank grid and the machine (host, processor, CPU count, TensorFlow version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from lrf_optuna.files._json import exclusive, read_json, write_json_atomic
+from lrf_optuna.model._analysis import ModelAnalysis, analyze
+from lrf_optuna.model._graph import fresh_copy
+from lrf_optuna.model._layer_specs import trace_calls
+from lrf_optuna.model._materialize import materialize
+from lrf_optuna.runtime._latency import RUNTIMES, measure_latency
+from lrf_optuna.similarity._profile import rank_grid
+
+__all__ = ["LatencySettings", "LatencyTable", "latency_table"]
+
+logger = logging.getLogger(__name__)
+FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured: ``runtime`` ("tflite" or "keras"), batch, threads, repetitions."""
+
+    runtime: str = "tflite"
+    batch_size: int = 1
+    threads: int | None = 1
+    runs: int = 20
+    ranks_per_method: int = 8
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ValueError(
+                f"Invalid `latency_runtime`: expected one of {list(RUNTIMES)}, received {self.runtime!r}"
+            )
+        for name in ("batch_size", "runs", "ranks_per_method"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Invalid latency `{name}`: expected an integer >= 1, received {value!r}")
+
+    def keras_threads(self) -> int | None:
+        # TensorFlow's pool is sized once per process: Keras timings use what the process has.
+        return None if self.runtime == "keras" else self.threads
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyTable:
+    """``base_ms``: the original model; ``deltas[(layer, method)] = (ranks, ms)`` per call."""
+
+    base_ms: float
+    deltas: dict[tuple[str, str], tuple[tuple[int, ...], tuple[float, ...]]]
+    calls: dict[str, int]
+
+    def delta(self, layer: str, method: str, rank: int) -> float:
+        ranks, values = self.deltas[(layer, method)]
+        return float(np.interp(rank, ranks, values)) * self.calls.get(layer, 1)
+
+    def predict(self, plan: dict[str, tuple[str, int]]) -> float:
+        """Predicted milliseconds per batch of the model with ``plan`` applied."""
+        return self.base_ms + sum(self.delta(name, method, rank) for name, (method, rank) in plan.items())
+
+    def to_json(self) -> dict:
+        rows = [[layer, method, list(r), list(v)] for (layer, method), (r, v) in self.deltas.items()]
+        return {"base_ms": self.base_ms, "deltas": rows, "calls": self.calls}
+
+    @classmethod
+    def from_json(cls, document: dict) -> LatencyTable:
+        deltas = {(l, m): (tuple(r), tuple(v)) for l, m, r, v in document["deltas"]}  # noqa: E741
+        return cls(float(document["base_ms"]), deltas, dict(document["calls"]))
+
+
+def machine_id() -> str:
+    import tensorflow as tf
+
+    return (
+        f"{platform.node()}|{platform.processor() or platform.machine()}|{os.cpu_count()}|tf{tf.__version__}"
+    )
+
+
+def table_key(model: keras.Model, settings: LatencySettings, methods: dict[str, tuple[str, ...]]) -> str:
+    document = {
+        "format": FORMAT,
+        "settings": dataclasses.asdict(settings),
+        "machine": machine_id(),
+        "methods": {k: list(v) for k, v in sorted(methods.items())},
+        "architecture": model.to_json(),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def _single_layer_model(layer, input_shape: tuple) -> keras.Model:
+    inputs = keras.Input(batch_shape=(None, *input_shape[1:]))
+    copy = fresh_copy(layer)
+    model = keras.Model(inputs, copy(inputs))
+    copy.set_weights(layer.get_weights())
+    return model
+
+
+def _time(model: keras.Model, settings: LatencySettings) -> float:
+    latency = measure_latency(
+        model,
+        runtime=settings.runtime,
+        batch_size=settings.batch_size,
+        threads=settings.keras_threads(),
+        runs=settings.runs,
+        warmup=3,
+    )
+    return latency.median_ms
+
+
+def measure_table(
+    model: keras.Model,
+    settings: LatencySettings,
+    methods: dict[str, tuple[str, ...]],
+    *,
+    analysis: ModelAnalysis | None = None,
+) -> LatencyTable:
+    """Time the model, then every (layer, method, grid rank) chain against its layer."""
+    analysis = analysis or analyze(model)
+    shapes, calls = {}, {}
+    for call in trace_calls(model):
+        shapes.setdefault(call.path, call.input_shape)
+        calls[call.path] = calls.get(call.path, 0) + 1
+    base = _time(model, settings)
+    deltas = {}
+    for name, layer_methods in methods.items():
+        spec, layer = analysis.specs[name], analysis.layers[name]
+        single = _single_layer_model(layer, shapes[name])
+        original = _time(single, settings)
+        for method in layer_methods:
+            ranks = tuple(rank_grid(spec.useful_ranks[method], settings.ranks_per_method))
+            timed = [
+                _time(materialize(single, {layer.name: (method, r)}), settings) - original for r in ranks
+            ]
+            deltas[(name, method)] = (ranks, tuple(timed))
+        logger.info("latency of %s: %.3f ms alone, %d candidates timed", name, original, len(layer_methods))
+    return LatencyTable(base, deltas, {name: calls[name] for name in methods})
+
+
+def latency_table(
+    model: keras.Model,
+    settings: LatencySettings,
+    methods: dict[str, Iterable[str]],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    analysis: ModelAnalysis | None = None,
+) -> LatencyTable:
+    """The latency table of ``model`` for ``methods`` (``{layer: methods}``), cached under ``cache_dir``."""
+    methods = {name: tuple(m) for name, m in methods.items()}
+    compute = lambda: measure_table(model, settings, methods, analysis=analysis)
+    if cache_dir is None:
+        return compute()
+    key = table_key(model, settings, methods)
+    path = Path(cache_dir) / f"latency-{key[:24]}.json"
+    with exclusive(path.with_suffix(".lock")):  # one process measures, the others then load
+        document = read_json(path)
+        if document and document.get("format") == FORMAT and document.get("key") == key:
+            return LatencyTable.from_json(document["table"])
+        table = compute()
+        write_json_atomic(path, {"format": FORMAT, "key": key, "table": table.to_json()})
+        logger.info("latency table cached in %s", path)
+    return table

@@ -1,0 +1,1 @@
+"""The Optuna search: space, objectives, settings record, studies, storages, workers."""

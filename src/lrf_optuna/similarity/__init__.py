@@ -1,0 +1,1 @@
+"""Feature-map similarity without retraining: metrics, streamed capture, profile, proxies."""
