@@ -76,7 +76,7 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     along the 3-D front sorted by params it does not (a plan may buy similarity with MACs).
     """
     kept, best = [], -np.inf
-    for trial in sorted(lo.pareto_trials(study), key=lambda t: (t.values[0], -t.values[2])):
+    for trial in sorted(lo.results.pareto_trials(study), key=lambda t: (t.values[0], -t.values[2])):
         if trial.values[2] > best and trial.user_attrs.get("plan", "{}") != "{}":
             kept.append(trial)
             best = trial.values[2]
@@ -94,7 +94,7 @@ def probe(model, analysis, plan, data, args, base_accuracy, study=None) -> dict:
             model, plan, study, data[0][0], seed=args.seed, analysis=analysis
         )
     if args.epochs == 0:  # no fine-tuning: the plan is judged as materialized
-        accuracy = lo.evaluate_accuracy(compressed, *data[1])
+        accuracy = lo.results.evaluate_accuracy(compressed, *data[1])
         before, after, seconds = accuracy, accuracy, 0.0
     else:
         result = lo.finetune(
@@ -127,7 +127,7 @@ def bisect_front(
     Assumes accuracy falls as params are removed along the 2-D front.
     """
     removed = params_removed(analysis, trials)
-    space = lo.SearchSpace.from_analysis(analysis, methods=methods)  # replays the trials' plans
+    space = lo.search.SearchSpace.from_analysis(analysis, methods=methods)  # replays the trials' plans
     low, high = 0.0, max(removed.values(), default=0.0) + 1e-9
     best, probes = None, 0
     while probes < args.max_probes:
@@ -151,7 +151,9 @@ def bisect_weakening(model, analysis, data, args, base_accuracy) -> tuple[dict |
     low, high, best = 0.0, 1.0, None
     for _ in range(args.max_probes):
         weakening = (low + high) / 2
-        row = probe(model, analysis, lo.vbmf_plan(analysis, weakening=weakening), data, args, base_accuracy)
+        row = probe(
+            model, analysis, lo.search.vbmf_plan(analysis, weakening=weakening), data, args, base_accuracy
+        )
         logging.info("  weakening %.4f: params -%.1f%%, accuracy %.4f", weakening, 100 * row["params_removed"],
                      row["acc_after_ft"])  # fmt: skip
         if row["ok"]:
@@ -164,7 +166,7 @@ def bisect_weakening(model, analysis, data, args, base_accuracy) -> tuple[dict |
 def run_model(name: str, data, args) -> list[dict]:
     model = load_model_file(MODELS / f"{name}.keras")
     analysis = lo.analyze(model)  # traced once per model: every probe's surgery and costs
-    base = lo.evaluate_accuracy(model, *data[1])
+    base = lo.results.evaluate_accuracy(model, *data[1])
     calibration = calibration_subset(data[0][0], args.calibration, seed=args.seed)
     rows = [{"model": name, "candidate": "uncompressed", "params_removed": 0.0, "macs_removed": 0.0,
              "acc_before_ft": base, "acc_after_ft": base, "ft_seconds": 0.0, "probes": 0, "search_s": 0.0}]  # fmt: skip
@@ -184,7 +186,7 @@ def run_model(name: str, data, args) -> list[dict]:
             {"model": name, "candidate": label, **(best or {}), "probes": probes, "search_s": searched}
         )
     if not args.candidates or VBMF in args.candidates:
-        row = probe(model, analysis, lo.vbmf_plan(analysis), data, args, base)
+        row = probe(model, analysis, lo.search.vbmf_plan(analysis), data, args, base)
         rows.append({"model": name, "candidate": VBMF, **row, "probes": 1, "search_s": 0.0})
     if not args.candidates or WEAKENED in args.candidates:
         best, probes = bisect_weakening(model, analysis, data, args, base)
@@ -304,10 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-probes", type=int, default=4, help="fine-tuning runs per candidate")
     parser.add_argument(
-        "--aggregator", choices=list(lo.AGGREGATORS), default=None, help="layerwise aggregator"
+        "--aggregator", choices=list(lo.similarity.AGGREGATORS), default=None, help="layerwise aggregator"
     )
     parser.add_argument(
-        "--metric", choices=list(lo.LAYERWISE_METRICS), default=None, help="layerwise similarity metric"
+        "--metric",
+        choices=list(lo.similarity.LAYERWISE_METRICS),
+        default=None,
+        help="layerwise similarity metric",
     )
     parser.add_argument(
         "--candidates", nargs="+", default=None, help="only these candidates (labels as printed)"

@@ -34,7 +34,9 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def uniform_plan(analysis: lo.ModelAnalysis, method: str, fraction: float) -> dict[str, tuple[str, int]]:
+def uniform_plan(
+    analysis: lo.model.ModelAnalysis, method: str, fraction: float
+) -> dict[str, tuple[str, int]]:
     """``method`` at ``fraction`` of each layer's full rank, but the first conv and the last Dense."""
     specs = list(analysis.specs.values())
     convs = [s.name for s in specs if s.kind == "conv"]
@@ -44,7 +46,7 @@ def uniform_plan(analysis: lo.ModelAnalysis, method: str, fraction: float) -> di
     for spec in specs:
         if spec.name in skip or method not in spec.methods:
             continue
-        full = lo.get_factorizer(spec.geometry.kind, method).full_rank(spec.geometry)
+        full = lo.factorizers.get_factorizer(spec.geometry.kind, method).full_rank(spec.geometry)
         plan[spec.name] = (method, max(1, round(fraction * full)))
     return plan
 

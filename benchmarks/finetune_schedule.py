@@ -39,7 +39,7 @@ def pick_plans(analysis, study, targets: list[float]) -> list[dict]:
     """For each target, the front plan removing the fraction of params nearest to it (0: none)."""
     trials = front(study)
     removed = params_removed(analysis, trials)
-    space = lo.SearchSpace.from_analysis(analysis, methods=None)  # replays any study's plans
+    space = lo.search.SearchSpace.from_analysis(analysis, methods=None)  # replays any study's plans
     chosen = {-1: {}} if 0 in targets else {}
     for target in (t for t in targets if t > 0):
         trial = min(trials, key=lambda t: abs(removed[t.number] - target))
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--test-size", type=int, default=10000)
     parser.add_argument(
-        "--aggregator", choices=list(lo.AGGREGATORS), default=None,
+        "--aggregator", choices=list(lo.similarity.AGGREGATORS), default=None,
         help="the search's layerwise aggregator (default: the library's)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)

@@ -159,15 +159,15 @@ def run(mode: Mode) -> str:
         methods=mode.methods,
     )  # fmt: skip
     search_seconds = time.perf_counter() - start
-    front = [t for t in lo.pareto_trials(study) if t.values[0] < original.params]
+    front = [t for t in lo.results.pareto_trials(study) if t.values[0] < original.params]
     rows = [
         (
             "VBMF (tucker2/svd)",
             "-",
-            evaluate(model, lo.vbmf_plan(lo.analyze(model)), images, reference, original),
+            evaluate(model, lo.search.vbmf_plan(lo.analyze(model)), images, reference, original),
         )
     ]
-    for trial in lo.spread_trials(front, mode.front_points, metric_names=study.metric_names):
+    for trial in lo.results.spread_trials(front, mode.front_points, metric_names=study.metric_names):
         plan = lo.plan_from_trial(model, trial, study=study)
         rows.append(
             (

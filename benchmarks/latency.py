@@ -55,7 +55,7 @@ QUICK = Settings(keras_batches=(1, 8), warmup=1, runs=5)
 def quarter_plan(model: keras.Model, conv_method: str) -> dict[str, tuple[str, int]]:
     """``conv_method`` on every conv it makes cheaper, SVD on every dense one, rank max_rank / 4."""
     plan = {}
-    for spec in lo.compressible_layers(model):
+    for spec in lo.model.compressible_layers(model):
         method = "svd" if spec.kind == "dense" else conv_method
         rank = max(1, round(spec.max_rank * RANK_FRACTION))
         if method in spec.methods and 0 < rank <= spec.useful_ranks.get(method, 0):

@@ -51,17 +51,17 @@ def proxies(model, calibration, profile) -> dict[str, object]:
     analysis = lo.analyze(model)
     found = {}
     for metric in ("cka", "cosine", "nmse"):
-        for aggregator in lo.AGGREGATORS:
-            found[f"layerwise {metric}/{aggregator}"] = lo.LayerwiseProxy(
+        for aggregator in lo.similarity.AGGREGATORS:
+            found[f"layerwise {metric}/{aggregator}"] = lo.similarity.LayerwiseProxy(
                 profile, analysis, metric=metric, aggregator=aggregator
             )
         for aggregator in ("mean", "product"):
-            found[f"layerwise output_{metric}/{aggregator}"] = lo.LayerwiseProxy(
+            found[f"layerwise output_{metric}/{aggregator}"] = lo.similarity.LayerwiseProxy(
                 profile, analysis, metric=f"output_{metric}", aggregator=aggregator
             )
-        found[f"model {metric}"] = lo.ModelProxy(model, analysis, calibration, metric=metric)
+        found[f"model {metric}"] = lo.similarity.ModelProxy(model, analysis, calibration, metric=metric)
     for aggregator in ("mean", "product"):
-        found[f"weight error/{aggregator}"] = lo.LayerwiseProxy(
+        found[f"weight error/{aggregator}"] = lo.similarity.LayerwiseProxy(
             profile, analysis, metric="weight_error", aggregator=aggregator
         )
     return found
@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune each plan once (1 epoch)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lo.finetune's)")
-    parser.add_argument("--schedule", choices=lo.SCHEDULES, default=None, help="(default: lo.finetune's)")
+    parser.add_argument(
+        "--schedule", choices=lo.results.SCHEDULES, default=None, help="(default: lo.finetune's)"
+    )
     parser.add_argument(
         "--train-size",
         type=int,
@@ -156,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                          seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
     scorers = proxies(model, calibration, profile)
     rows = []
-    for trial in lo.spread_trials(lo.pareto_trials(study), args.plans, metric_names=study.metric_names):
+    for trial in lo.results.spread_trials(
+        lo.results.pareto_trials(study), args.plans, metric_names=study.metric_names
+    ):
         plan = lo.plan_from_trial(model, trial, study=study)
         compressed = materialize_as_searched(
             model, plan, study, None, calibration=calibration, seed=args.seed
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "trial": trial.number,
             "params": trial.values[0],
-            "acc_before_ft": lo.evaluate_accuracy(compressed, x_test, y_test),
+            "acc_before_ft": lo.results.evaluate_accuracy(compressed, x_test, y_test),
         }
         if args.finetune:
             options = {"learning_rate": args.lr, "schedule": args.schedule}

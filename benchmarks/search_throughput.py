@@ -4,7 +4,7 @@ For one model, one sampler (NSGA-II, same seed and population) and one storage, 
 times ``study.optimize`` with the real objective (layerwise proxy) and with a trivial
 objective that suggests the same parameters (``objective.space.suggest``) and returns
 constants; the ratio real/trivial of trials per second says how much of the search
-the objective takes. Storages: in memory, and SQLite (``lo.open_storage``, a fresh
+the objective takes. Storages: in memory, and SQLite (``lo.search.open_storage``, a fresh
 file per run). It also times ``objective.evaluate(plan)`` alone for the layerwise
 proxy (target: <= 2 ms on ResNet50) and the model proxy, and the profile that the
 layerwise proxy needs (computed once into a temporary cache).
@@ -98,7 +98,7 @@ def timed(function: Callable[[], object]) -> tuple[object, float]:
     return result, time.perf_counter() - start
 
 
-def trivial_objective(space: lo.SearchSpace) -> Callable[[optuna.Trial], tuple[int, int, float]]:
+def trivial_objective(space: lo.search.SearchSpace) -> Callable[[optuna.Trial], tuple[int, int, float]]:
     def objective(trial: optuna.Trial) -> tuple[int, int, float]:
         space.suggest(trial)
         return 1, 1, 1.0
@@ -106,10 +106,10 @@ def trivial_objective(space: lo.SearchSpace) -> Callable[[optuna.Trial], tuple[i
     return objective
 
 
-def one_run(function, space: lo.SearchSpace, mode: Mode, storage_kind: str, path: Path) -> tuple:
+def one_run(function, space: lo.search.SearchSpace, mode: Mode, storage_kind: str, path: Path) -> tuple:
     """(trials, wall s, CPU s) of ``study.optimize`` on a fresh study and storage."""
     if storage_kind == "sqlite":
-        storage = lo.open_storage(f"sqlite:///{path}")
+        storage = lo.search.open_storage(f"sqlite:///{path}")
     else:
         storage = optuna.storages.InMemoryStorage()
     settings = SamplerSettings(name="nsga2", population_size=mode.population, seed=0)
@@ -120,7 +120,7 @@ def one_run(function, space: lo.SearchSpace, mode: Mode, storage_kind: str, path
     return len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))), seconds, cpu
 
 
-def throughput(objective: lo.Objective, mode: Mode, storage_kind: str, workdir: Path) -> list[tuple]:
+def throughput(objective: lo.search.Objective, mode: Mode, storage_kind: str, workdir: Path) -> list[tuple]:
     """(storage, objective, trials, wall s, CPU s, trials/s): trivial then real objective.
 
     The two alternate ``mode.repeats`` times and each keeps its fastest run, so a load
@@ -137,12 +137,12 @@ def throughput(objective: lo.Objective, mode: Mode, storage_kind: str, workdir: 
     return [(storage_kind, label, n, wall, cpu, n / wall) for label, (n, wall, cpu) in best.items()]
 
 
-def random_plans(space: lo.SearchSpace, count: int, seed: int = 0) -> list[dict]:
+def random_plans(space: lo.search.SearchSpace, count: int, seed: int = 0) -> list[dict]:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return [space.suggest(study.ask()) for _ in range(count)]
 
 
-def evaluate_times(objective: lo.Objective, plans: list[dict]) -> list[float]:
+def evaluate_times(objective: lo.search.Objective, plans: list[dict]) -> list[float]:
     """Milliseconds per ``objective.evaluate(plan)``."""
     times = []
     for plan in plans:
@@ -201,7 +201,7 @@ def profile_section(model, data, mode: Mode, cache_dir: Path) -> list[str]:
     ]
 
 
-def throughput_section(objective: lo.Objective, mode: Mode, workdir: Path) -> list[str]:
+def throughput_section(objective: lo.search.Objective, mode: Mode, workdir: Path) -> list[str]:
     warm_up = optuna.create_study(directions=["minimize", "minimize", "maximize"])
     warm_up.optimize(objective, n_trials=3)  # first-call costs are not throughput
     warm_up.optimize(trivial_objective(objective.space), n_trials=3)
@@ -218,12 +218,12 @@ def throughput_section(objective: lo.Objective, mode: Mode, workdir: Path) -> li
     ]
 
 
-def evaluate_section(model, data, objective: lo.Objective, mode: Mode) -> list[str]:
+def evaluate_section(model, data, objective: lo.search.Objective, mode: Mode) -> list[str]:
     plans = random_plans(objective.space, mode.layerwise_plans)
     layerwise = evaluate_times(objective, plans)
     verdict = "OK" if statistics.mean(layerwise) <= TARGET_MS else "over target"
     model_objective, setup = timed(
-        lambda: lo.make_objective(
+        lambda: lo.search.make_objective(
             model,
             data,
             proxy="model",
@@ -273,7 +273,7 @@ def run(mode: Mode, cache_dir: Path | None = None) -> str:
         cache = cache_dir or workdir / "cache"
         report += [*profile_section(model, data, mode, cache), ""]
         settings = lo.ProfileSettings(ranks_per_method=mode.ranks_per_method)
-        objective = lo.make_objective(model, data, profile_settings=settings, cache_dir=cache)
+        objective = lo.search.make_objective(model, data, profile_settings=settings, cache_dir=cache)
         report += [*throughput_section(objective, mode, workdir), ""]
         report += evaluate_section(model, data, objective, mode)
     report += ["", f"total {time.perf_counter() - start:.0f} s"]

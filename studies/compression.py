@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> dict:
         model, study, trial, train=train, test=test, epochs=args.epochs, seed=args.seed,
         output=args.dir / f"{study_name}-trial{trial.number}.keras", artifact_dir=artifact_dir_for(storage),
     )  # fmt: skip
-    lo.write_report(
-        study, args.dir / f"{study_name}-report", layers=[s.name for s in lo.compressible_layers(model)]
+    lo.results.write_report(
+        study, args.dir / f"{study_name}-report", layers=[s.name for s in lo.model.compressible_layers(model)]
     )
-    print(lo.summary_table(done.original_cost, done.cost, done.result))
+    print(lo.results.summary_table(done.original_cost, done.cost, done.result))
     summary = {
         "model": args.name, "study": study_name, "trials": complete_search_trials(study), "trial": trial.number,
         "similarity": trial.values[2], "params": done.cost.params, "macs": done.cost.macs,

@@ -119,7 +119,7 @@ def reconstructed_kernels(model: keras.Model, plan: dict, seed: int = 0) -> dict
     result = {}
     for path, (method, rank) in plan.items():
         geom = analysis.specs[path].geometry
-        factorizer = lrf_optuna.get_factorizer(geom.kind, method)
+        factorizer = lrf_optuna.factorizers.get_factorizer(geom.kind, method)
         kernel = canonical_kernel(get_nested_layer(model, path))
         result[path] = factorizer.reconstruct(factorizer.decompose(kernel, geom, rank, seed=seed), geom, rank)
     return result

@@ -91,7 +91,7 @@ def settings(**overrides) -> lo.ProfileSettings:
 
 
 def _slow_run(args: argparse.Namespace, model: keras.Model, x: np.ndarray) -> None:
-    objective = lo.make_objective(
+    objective = lo.search.make_objective(
         model, x, profile_settings=settings(), cache_dir=args.cache_dir, show_progress=False
     )
     sampler = SamplerSettings(population_size=args.population_size, seed=args.seed)

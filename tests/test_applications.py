@@ -23,7 +23,7 @@ MIN_SIZE = {"InceptionResNetV2": 75, "InceptionV3": 75, "Xception": 71}
 APPLICATIONS = sorted(name for name in dir(keras.applications) if name[:1].isupper())
 
 
-def random_plan(analysis: lo.ModelAnalysis, seed: int) -> dict:
+def random_plan(analysis: lo.model.ModelAnalysis, seed: int) -> dict:
     """Per compressible layer: a random method among those with a useful rank, a random rank in
     ``1..useful``."""
     rng = np.random.default_rng(seed)

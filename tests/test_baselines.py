@@ -34,7 +34,7 @@ def test_vbmf_plan_uses_tucker2_on_convs_svd_on_dense_within_useful_ranks():
     x = keras.layers.Dense(40, name="dense")(keras.layers.Flatten()(x))
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
     analysis = lo.analyze(model)
-    plan = lo.vbmf_plan(analysis)
+    plan = lo.search.vbmf_plan(analysis)
     assert {name: method for name, (method, _) in plan.items()} == {
         name: ("tucker2" if name == "conv" else "svd") for name in plan
     }
@@ -60,8 +60,8 @@ def test_vbmf_plan_weakening_keeps_larger_ranks_and_refuses_values_outside_0_1()
     x = keras.layers.Dense(64, name="dense")(keras.layers.Flatten()(x))
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
     analysis = lo.analyze(model)
-    plans = [lo.vbmf_plan(analysis, weakening=w) for w in (1.0, 0.6, 0.3, 0.0)]
-    assert plans[0] == lo.vbmf_plan(analysis)
+    plans = [lo.search.vbmf_plan(analysis, weakening=w) for w in (1.0, 0.6, 0.3, 0.0)]
+    assert plans[0] == lo.search.vbmf_plan(analysis)
     params = [lo.plan_cost(model, plan).params for plan in plans]
     assert params == sorted(params) and params[0] < params[-1]
     for stronger, weaker in itertools.pairwise(plans):  # a larger rank, or the layer left whole
@@ -69,4 +69,4 @@ def test_vbmf_plan_weakening_keeps_larger_ranks_and_refuses_values_outside_0_1()
     assert plans[-1] == {}  # full ranks: no factorized layer would be cheaper
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"Invalid `weakening`: expected a number in \[0, 1\]"):
-            lo.vbmf_plan(analysis, weakening=bad)
+            lo.search.vbmf_plan(analysis, weakening=bad)

@@ -67,7 +67,7 @@ def test_depthwise_stages_are_depthwise_layers_and_exact(case):
     # The chain computes what the factorizer's reconstruction says, and costs what the plan says.
     layer = model.get_layer("c")
     spec = lo.analyze(model).specs["c"]
-    factorizer = lo.get_factorizer(spec.geometry.kind, method)
+    factorizer = lo.factorizers.get_factorizer(spec.geometry.kind, method)
     kernels = factorizer.decompose(canonical_kernel(layer, spec.geometry), spec.geometry, rank, seed=0)
     reference = single_layer_model(shape, make())
     reference.get_layer("c").set_weights(
@@ -93,7 +93,7 @@ def test_cp_is_not_offered_for_conv3d():
     # Keras has no DepthwiseConv3D, and the grouped Conv3D is slower than the layer it replaces
     # (benchmarks/results/stage_layers.txt): CP is refused for 3-D convs, with the reason.
     model = randomize_weights(single_layer_model((5, 5, 5, 4), L.Conv3D(6, 3, name="c")))
-    (spec,) = lo.compressible_layers(model)
+    (spec,) = lo.model.compressible_layers(model)
     assert "cp" not in spec.methods and "tucker2" in spec.methods
     with pytest.raises(ValueError, match="depthwise 3-D convolution"):
         lo.materialize(model, {"c": ("cp", 2)})

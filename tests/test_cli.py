@@ -128,7 +128,7 @@ def test_schedule_choices_are_the_librarys():
     import lrf_optuna as lo
 
     parser = build_parser()
-    for schedule in lo.SCHEDULES:  # the CLI spells them out to keep --help free of TensorFlow
+    for schedule in lo.results.SCHEDULES:  # the CLI spells them out to keep --help free of TensorFlow
         assert parser.parse_args(["finetune", "--schedule", schedule]).schedule == schedule
     with pytest.raises(SystemExit):
         parser.parse_args(["finetune", "--schedule", "step"])
@@ -150,10 +150,10 @@ def test_metric_choices_are_the_librarys():
     import lrf_optuna as lo
     from lrf_optuna.cli import METRICS
 
-    assert METRICS == lo.LAYERWISE_METRICS  # spelled out in the CLI, as the schedules are
+    assert METRICS == lo.similarity.LAYERWISE_METRICS  # spelled out in the CLI, as the schedules are
     parser = build_parser()
     for command in ("search", "profile"):
-        for metric in lo.LAYERWISE_METRICS:
+        for metric in lo.similarity.LAYERWISE_METRICS:
             assert parser.parse_args([command, "--metric", metric]).metric == metric
         with pytest.raises(SystemExit):
             parser.parse_args([command, "--metric", "output_l2"])
@@ -187,9 +187,9 @@ def test_method_choices_are_the_librarys():
     parser = build_parser()
     for kind in ("conv", "dense"):
         option = f"--{kind}-methods"
-        args = parser.parse_args(["search", option, *lo.methods_for(kind)])
-        assert getattr(args, f"{kind}_methods") == lo.methods_for(kind)
-        assert set(lo.DEFAULT_METHODS[kind]) <= set(lo.methods_for(kind))
+        args = parser.parse_args(["search", option, *lo.factorizers.methods_for(kind)])
+        assert getattr(args, f"{kind}_methods") == lo.factorizers.methods_for(kind)
+        assert set(lo.search.DEFAULT_METHODS[kind]) <= set(lo.factorizers.methods_for(kind))
     with pytest.raises(SystemExit):
         parser.parse_args(["search", "--dense-methods", "tucker2"])
 
@@ -283,7 +283,7 @@ def test_search_flags_default_to_the_record_and_their_help_to_the_dataclass(caps
     ]
     names = settings + ["model", "data", "calibration", "seed", "max_params", "conv_methods", "dense_methods"]
     assert all(getattr(args, name) is None for name in names)  # None: the study's recorded value
-    defaults, data = lo.SearchSettings(), lo.DataSpec()
+    defaults, data = lo.SearchSettings(), lo.search.DataSpec()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["search", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines

@@ -53,7 +53,7 @@ def _tflite_matches(tflite_path, keras_path, atol: float) -> None:
 
 
 def test_cli_quantization_names_match_the_library():
-    assert [None if name == "none" else name for name in QUANTIZATIONS] == list(lo.QUANTIZATIONS)
+    assert [None if name == "none" else name for name in QUANTIZATIONS] == list(lo.runtime.QUANTIZATIONS)
 
 
 def test_export_and_bench_have_help(capsys):

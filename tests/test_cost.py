@@ -16,14 +16,14 @@ L = keras.layers
 
 
 def test_cost_arithmetic():
-    a, b = lo.Cost(params=10, macs=100), lo.Cost(params=3, macs=40)
+    a, b = lo.core.Cost(params=10, macs=100), lo.core.Cost(params=3, macs=40)
     assert a.flops == 200
-    assert a + b == lo.Cost(13, 140)
-    assert a - b == lo.Cost(7, 60)
+    assert a + b == lo.core.Cost(13, 140)
+    assert a - b == lo.core.Cost(7, 60)
     assert b.strictly_below(a)
     assert not a.strictly_below(a)
-    assert not lo.Cost(3, 100).strictly_below(a)  # equal MACs is not cheaper
-    assert not lo.Cost(10, 1).strictly_below(a)  # equal params is not cheaper
+    assert not lo.core.Cost(3, 100).strictly_below(a)  # equal MACs is not cheaper
+    assert not lo.core.Cost(10, 1).strictly_below(a)  # equal params is not cheaper
 
 
 # --------------------------------------------------------------------------- hand-computed
@@ -64,7 +64,7 @@ HAND_CASES = [
 def test_hand_computed_cost(input_shape, make, params, macs):
     model = single_layer_model(input_shape, make())
     cost = lo.model_cost(model)
-    assert cost == lo.Cost(params, macs)
+    assert cost == lo.core.Cost(params, macs)
     assert cost.flops == 2 * macs
     assert cost.params == model.count_params()
 
@@ -76,16 +76,16 @@ def test_layers_without_kernel_add_params_but_no_macs():
     x = L.MaxPooling2D()(x)
     x = L.Flatten()(x)
     model = keras.Model(inputs, L.Dense(2, name="fc")(x))  # 12 * 2 + 2 params
-    assert lo.model_cost(model) == lo.Cost(57 + 12 + 26, 16 * 54 + 24)
+    assert lo.model_cost(model) == lo.core.Cost(57 + 12 + 26, 16 * 54 + 24)
 
 
 def test_shared_layer_counts_params_once_and_macs_per_call():
     inputs = keras.Input((4, 4, 3))
     shared = L.Conv2D(3, 3, padding="same", name="shared")
     model = keras.Model(inputs, shared(shared(inputs)))
-    assert lo.model_cost(model) == lo.Cost(81 + 3, 2 * 16 * 81)
-    (spec,) = lo.compressible_layers(model)
-    assert spec.cost == lo.Cost(81 + 3, 2 * 16 * 81)
+    assert lo.model_cost(model) == lo.core.Cost(81 + 3, 2 * 16 * 81)
+    (spec,) = lo.model.compressible_layers(model)
+    assert spec.cost == lo.core.Cost(81 + 3, 2 * 16 * 81)
     assert len(spec.geometry.calls) == 2
 
 
@@ -94,8 +94,8 @@ def test_nested_model_layers_are_counted():
     inner = keras.Model(inner_in, L.Dense(4, name="fc")(inner_in), name="inner")
     inputs = keras.Input((3, 5))
     model = keras.Model(inputs, inner(inputs))
-    assert lo.model_cost(model) == lo.Cost(24, 3 * 20)
-    assert [s.name for s in lo.compressible_layers(model)] == ["inner/fc"]
+    assert lo.model_cost(model) == lo.core.Cost(24, 3 * 20)
+    assert [s.name for s in lo.model.compressible_layers(model)] == ["inner/fc"]
 
 
 def test_factorized_layers_are_costed_from_their_cores():
@@ -135,7 +135,7 @@ def profiler_flops(model: keras.Model) -> dict[str, int]:
 
 def _macs_by_layer_type(model: keras.Model) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for spec in lo.compressible_layers(model):
+    for spec in lo.model.compressible_layers(model):
         totals[spec.layer_type] = totals.get(spec.layer_type, 0) + spec.cost.macs
     return totals
 

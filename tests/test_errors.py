@@ -187,7 +187,7 @@ class Subclassed(keras.Model):
         pytest.param(lambda m: lo.materialize(m, {}), id="materialize"),
         pytest.param(lo.analyze, id="analyze"),
         pytest.param(lo.model_cost, id="model_cost"),
-        pytest.param(lo.compressible_layers, id="compressible_layers"),
+        pytest.param(lo.model.compressible_layers, id="compressible_layers"),
     ],
 )
 def test_subclassed_model_is_refused_with_a_way_forward(function):
@@ -232,7 +232,7 @@ def test_unknown_spatial_size_is_refused():
 
 def test_get_factorizer_lists_valid_methods():
     with pytest.raises(ValueError) as info:
-        lo.get_factorizer("dense", "cp")
+        lo.factorizers.get_factorizer("dense", "cp")
     message = str(info.value)
     assert "expected one of ['svd', 'tt', 'tucker']" in message
     assert "received 'cp'" in message

@@ -29,8 +29,8 @@ def tiny_cnn() -> keras.Model:
 
 def tensorized() -> keras.Model:
     inputs = keras.Input((64,))
-    h = lo.TTDense((4, 16), (4, 8), (1, 3, 1), activation="relu", name="tt")(inputs)
-    outputs = lo.TuckerDense((4, 8), (2, 5), (2, 3), (2, 3), name="tucker")(h)
+    h = lo.layers.TTDense((4, 16), (4, 8), (1, 3, 1), activation="relu", name="tt")(inputs)
+    outputs = lo.layers.TuckerDense((4, 8), (2, 5), (2, 3), (2, 3), name="tucker")(h)
     return randomize_weights(keras.Model(inputs, outputs, name="tensorized"))
 
 

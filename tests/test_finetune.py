@@ -62,8 +62,8 @@ def test_finetune_reports_accuracies_and_leaves_the_original_alone(data, distill
         original=original,
         distill=distill,
     )
-    assert result.accuracy_original == pytest.approx(lo.evaluate_accuracy(original, *data))
-    assert result.accuracy_finetuned == pytest.approx(lo.evaluate_accuracy(compressed, *data))
+    assert result.accuracy_original == pytest.approx(lo.results.evaluate_accuracy(original, *data))
+    assert result.accuracy_finetuned == pytest.approx(lo.results.evaluate_accuracy(compressed, *data))
     assert result.epochs == 2 and result.seconds > 0 and len(result.history["loss"]) == 2
     assert result.history["loss"][-1] < result.history["loss"][0]  # it trained
     for old, new in zip(before, original.get_weights()):
@@ -90,10 +90,10 @@ def test_finetune_rejects_bad_options(data):
 
 
 def test_cosine_schedule_starts_at_the_learning_rate_and_ends_at_zero():
-    schedule = lo.learning_rate_schedule(1e-3, schedule="cosine", steps=10)
+    schedule = lo.results.learning_rate_schedule(1e-3, schedule="cosine", steps=10)
     rates = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 5, 10)]
     np.testing.assert_allclose(rates, [1e-3, 0.5e-3, 0.0], atol=1e-9)
-    assert lo.learning_rate_schedule(1e-3, schedule="constant", steps=10) == 1e-3
+    assert lo.results.learning_rate_schedule(1e-3, schedule="constant", steps=10) == 1e-3
 
 
 def test_finetune_decays_the_learning_rate_to_zero_by_its_last_step(data):

@@ -161,7 +161,9 @@ def test_one_hot_labels_train_and_score_like_class_ids(data):
     one_hot = np.eye(3, dtype=np.float32)[y]
     expected, reference = run(data, data)
     result, compressed = run((x, one_hot), (x, one_hot))
-    assert lo.evaluate_accuracy(compressed, x, one_hot) == lo.evaluate_accuracy(compressed, x, y)
+    assert lo.results.evaluate_accuracy(compressed, x, one_hot) == lo.results.evaluate_accuracy(
+        compressed, x, y
+    )
     assert result.accuracy_finetuned == expected.accuracy_finetuned
     assert result.metric == "accuracy"
     for got, want in zip(compressed.get_weights(), reference.get_weights()):
@@ -171,9 +173,9 @@ def test_one_hot_labels_train_and_score_like_class_ids(data):
 def test_evaluate_accuracy_reads_datasets(data):
     x, y = data
     model = tiny(0)
-    expected = lo.evaluate_accuracy(model, x, y)
-    assert lo.evaluate_accuracy(model, as_input("dataset", x, y, training=False)) == expected
-    assert lo.evaluate_accuracy(model, as_input("generator", x, y, training=False)) == expected
+    expected = lo.results.evaluate_accuracy(model, x, y)
+    assert lo.results.evaluate_accuracy(model, as_input("dataset", x, y, training=False)) == expected
+    assert lo.results.evaluate_accuracy(model, as_input("generator", x, y, training=False)) == expected
     assert expected == np.mean(np.argmax(model.predict(x, verbose=0), axis=-1) == y)
 
 

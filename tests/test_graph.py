@@ -79,7 +79,7 @@ def low_rank_plan() -> dict:
 
 
 def full_rank_plan(model: keras.Model) -> dict:
-    return {s.name: ("svd", s.max_rank) for s in lo.compressible_layers(model)}
+    return {s.name: ("svd", s.max_rank) for s in lo.model.compressible_layers(model)}
 
 
 def assert_round_trip(model: keras.Model, x, tmp_path) -> keras.Model:
@@ -103,7 +103,7 @@ def test_analyze_sees_layers_through_operations():
     assert analysis.specs["conv_c"].geometry.kernel_shape == (1, 1, 10, 8)
     assert analysis.specs["conv_c"].geometry.calls[0].in_positions == 36
     macs = 64 * 27 * 6 + 64 * 54 * 6 + 64 * 54 * 6 + 36 * 10 * 8 + 8 * 4
-    assert analysis.cost == lo.Cost(model.count_params(), macs)
+    assert analysis.cost == lo.core.Cost(model.count_params(), macs)
 
 
 def test_copy_is_exact_and_operations_are_fresh():
@@ -274,7 +274,7 @@ def test_run_study_and_model_proxy(ops_profile):
     # default objectives: params, FLOPs (2 x MACs), similarity
     assert (compressed.count_params(), 2 * lo.model_cost(compressed).macs) == tuple(trial.values[:2])
     # the model proxy swaps kernels into a copy of the graph: operations run too
-    objective = lo.make_objective(
+    objective = lo.search.make_objective(
         model, x, proxy="model", metric="cosine", show_progress=False,
         profile_settings=settings(factorization="weights"),  # as materialize without calibration
     )  # fmt: skip
@@ -330,9 +330,9 @@ def test_two_input_model_is_refused_by_profile_and_search(tmp_path):
     with pytest.raises(ValueError, match=REFUSED):
         lo.profile_model(model, x, show_progress=False, cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match=REFUSED):
-        lo.make_objective(model, x, proxy="model", show_progress=False)
+        lo.search.make_objective(model, x, proxy="model", show_progress=False)
     with pytest.raises(ValueError, match=REFUSED):
-        lo.ModelProxy(model, lo.analyze(model), x, metric="cosine")
+        lo.similarity.ModelProxy(model, lo.analyze(model), x, metric="cosine")
     db = tmp_path / "two.db"
     with pytest.raises(ValueError, match=REFUSED):
         lo.run_study(model, x, storage=f"sqlite:///{db}", n_trials=2, cache_dir=tmp_path / "cache")

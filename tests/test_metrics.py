@@ -30,7 +30,7 @@ FUNCTIONS = {"cka": linear_cka, "cosine": cosine_similarity, "nmse": nmse_score}
 
 
 def test_metric_names():
-    assert set(lo.METRICS) == set(FUNCTIONS)
+    assert set(lo.similarity.METRICS) == set(FUNCTIONS)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -41,10 +41,10 @@ def test_two_objectives_keep_the_other_metrics_as_user_attrs(model, data, profil
         metrics = trial_metrics(trial, study.metric_names)
         assert (metrics["params"], metrics["flops"], metrics["macs"]) == (cost.params, cost.flops, cost.macs)
     knee = lo.select_trial(study)
-    assert knee in lo.pareto_trials(study)
+    assert knee in lo.results.pareto_trials(study)
     frame = pareto_frame(study)
     assert list(frame["flops"]) == [
-        int(trial_metrics(t, study.metric_names)["flops"]) for t in lo.pareto_trials(study)
+        int(trial_metrics(t, study.metric_names)["flops"]) for t in lo.results.pareto_trials(study)
     ]
     best = lo.select_trial(study, min_similarity=0.0)  # the fewest params of any trial
     every = [trial_metrics(t, study.metric_names)["params"] for t in study.get_trials(states=(COMPLETE,))]
@@ -60,7 +60,7 @@ def test_latency_objective_is_the_tables_prediction(model, data, profile, tmp_pa
     )  # fmt: skip
     assert study.metric_names == ["params", "latency", "similarity"]
     assert len(list(cache.glob("latency-*.json"))) == 1
-    objective = lo.make_objective(
+    objective = lo.search.make_objective(
         model, data, profile=profile, objectives=("params", "latency", "similarity"),
         latency_settings=FAST_LATENCY, cache_dir=cache,
     )  # fmt: skip

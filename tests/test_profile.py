@@ -102,7 +102,7 @@ def test_costs_equal_factorizer_costs(model, profile):
     analysis = lo.analyze(model)
     for record in profile.itertuples():
         geom = analysis.specs[record.layer].geometry
-        cost = lo.get_factorizer(geom.kind, record.method).cost(geom, record.rank)
+        cost = lo.factorizers.get_factorizer(geom.kind, record.method).cost(geom, record.rank)
         assert (record.params, record.macs) == (cost.params, cost.macs)
         # useful ranks only: strictly cheaper than the layer in params and MACs
         assert cost.strictly_below(analysis.specs[record.layer].cost)
@@ -244,8 +244,8 @@ def test_output_samples_zero_skips_the_network_columns(model, data, profile):
     pd.testing.assert_frame_equal(skipped[columns], profile[columns], rtol=1e-12, atol=0)
     analysis = lo.analyze(model)
     with pytest.raises(ValueError, match=r"Invalid `metric` 'output_cosine'.*`output_samples` 0 or None"):
-        lo.LayerwiseProxy(skipped, analysis, metric="output_cosine", aggregator="mean")
-    assert lo.LayerwiseProxy(skipped, analysis, metric="cosine", aggregator="mean")({}) == 1.0
+        lo.similarity.LayerwiseProxy(skipped, analysis, metric="output_cosine", aggregator="mean")
+    assert lo.similarity.LayerwiseProxy(skipped, analysis, metric="cosine", aggregator="mean")({}) == 1.0
 
 
 def test_output_samples_default_follows_the_searched_metric(model, data, profile):
@@ -258,7 +258,7 @@ def test_output_samples_default_follows_the_searched_metric(model, data, profile
     # a search on an output metric profiles the network outputs, a default search does not
     plan = {"c2": ("tucker2", middle_rank(profile, "c2", "tucker2"))}
     expected = row(profile, "c2", "tucker2", plan["c2"][1]).output_cosine
-    searched = lo.make_objective(model, data, metric="output_cosine", aggregator="product",
+    searched = lo.search.make_objective(model, data, metric="output_cosine", aggregator="product",
                                  profile_settings=settings(), show_progress=False)  # fmt: skip
     assert searched.evaluate(plan)[2] == pytest.approx(expected, rel=1e-12)
     plain = lo.profile_model(model, data, settings=settings(), show_progress=False)
@@ -268,7 +268,7 @@ def test_output_samples_default_follows_the_searched_metric(model, data, profile
 def test_weight_error_equals_relative_kernel_error(model, profile):
     analysis = lo.analyze(model)
     geom = analysis.specs["c2"].geometry
-    factorizer = lo.get_factorizer("conv", "svd")
+    factorizer = lo.factorizers.get_factorizer("conv", "svd")
     kernel = keras.ops.convert_to_numpy(model.get_layer("c2").kernel)
     for rank in profile[(profile.layer == "c2") & (profile.method == "svd")]["rank"]:
         approx = factorizer.reconstruct(

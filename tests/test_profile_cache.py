@@ -88,10 +88,10 @@ def test_objective_from_the_cache_scores_like_the_computed_profile(model, data, 
     directory, first, _ = cached
     plan = {"c1": ("svd", 3), "d1": ("tucker", 5), "c2": ("tucker2", 7)}
     methods = SETTINGS.methods
-    from_cache = lo.make_objective(
+    from_cache = lo.search.make_objective(
         model, data, methods=methods, profile_settings=SETTINGS, cache_dir=directory
     )
-    from_frame = lo.make_objective(model, data, methods=methods, profile=first)
+    from_frame = lo.search.make_objective(model, data, methods=methods, profile=first)
     assert from_cache.evaluate(plan) == from_frame.evaluate(plan)
 
 
@@ -99,11 +99,13 @@ def test_searches_share_the_profile_unless_they_need_network_outputs(model, data
     directory, first, path = cached
     assert first[["output_cka", "output_cosine", "output_nmse"]].isna().all().all()
     options = dict(methods=SETTINGS.methods, profile_settings=SETTINGS, cache_dir=directory)
-    lo.make_objective(model, data, **options)  # the default metric: the cached profile serves
+    lo.search.make_objective(model, data, **options)  # the default metric: the cached profile serves
     assert len(computed) == 1 and cache_files(directory) == [path]
-    lo.make_objective(model, data, metric="output_cosine", **options)
+    lo.search.make_objective(model, data, metric="output_cosine", **options)
     assert len(computed) == 2 and len(cache_files(directory)) == 2
-    lo.make_objective(model, data, metric="output_cka", **options)  # that one serves all output metrics
+    lo.search.make_objective(
+        model, data, metric="output_cka", **options
+    )  # that one serves all output metrics
     assert len(computed) == 2
 
 

@@ -30,7 +30,7 @@ def model_objectives(model, data):
     """One model-proxy objective per metric (each holds a model copy)."""
     return {
         # weight-only profile settings: these tests compare with materialize without calibration
-        metric: lo.make_objective(
+        metric: lo.search.make_objective(
             model, data, proxy="model", metric=metric, show_progress=False, profile_settings=settings()
         )
         for metric in ("cka", "cosine", "nmse")
@@ -42,8 +42,8 @@ def curve(profile, layer: str, method: str) -> tuple[np.ndarray, np.ndarray]:
     return rows["rank"].to_numpy(), rows
 
 
-def layerwise(profile, analysis, metric="cka", aggregator="mean") -> lo.LayerwiseProxy:
-    return lo.LayerwiseProxy(profile, analysis, metric=metric, aggregator=aggregator)
+def layerwise(profile, analysis, metric="cka", aggregator="mean") -> lo.similarity.LayerwiseProxy:
+    return lo.similarity.LayerwiseProxy(profile, analysis, metric=metric, aggregator=aggregator)
 
 
 # --------------------------------------------------------------------------- layerwise
@@ -53,7 +53,7 @@ def layerwise(profile, analysis, metric="cka", aggregator="mean") -> lo.Layerwis
 @pytest.mark.parametrize("metric", ["cka", "cosine", "nmse", "output_cosine", "weight_error"])
 def test_layerwise_all_none_scores_one(model, data, profile, analysis, metric, aggregator):
     assert layerwise(profile, analysis, metric, aggregator)({}) == pytest.approx(1.0, abs=1e-6)
-    objective = lo.make_objective(model, data, profile=profile, metric=metric, aggregator=aggregator)
+    objective = lo.search.make_objective(model, data, profile=profile, metric=metric, aggregator=aggregator)
     none_params = {f"{name}.method": "none" for name in LAYERS} | {f"{n}.rank": 3 for n in LAYERS}
     plan = objective.space.plan_of(optuna.trial.FixedTrial(none_params))
     assert plan == {}
@@ -141,7 +141,7 @@ def test_layerwise_unknown_method_is_refused(profile, analysis):
 )
 def test_invalid_choices(model, data, profile, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        lo.make_objective(model, data, profile=profile, show_progress=False, **kwargs)
+        lo.search.make_objective(model, data, profile=profile, show_progress=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- model proxy
@@ -196,7 +196,7 @@ def test_model_proxy_restores_kernels(model, data, model_objectives):
 
 def test_model_proxy_uses_the_first_max_samples(model):
     data = calibration(40, seed=4)
-    objective = lo.make_objective(
+    objective = lo.search.make_objective(
         model, data, proxy="model", metric="cosine", profile_settings=settings(max_samples=8)
     )
     plan = PLANS[1]
@@ -209,7 +209,9 @@ def test_model_proxy_uses_the_first_max_samples(model):
 
 def test_model_proxy_on_a_nested_model():
     model, data = nested_cnn(), calibration(16)
-    objective = lo.make_objective(model, data, proxy="model", metric="nmse", profile_settings=settings())
+    objective = lo.search.make_objective(
+        model, data, proxy="model", metric="nmse", profile_settings=settings()
+    )
     plan = {"inner/conv": ("tucker2", 4), "stem": ("svd", 2)}
     expected = METRIC_FUNCTIONS["nmse"](predict(model, data), predict(lo.materialize(model, plan), data))
     assert objective.evaluate(plan)[2] == pytest.approx(expected, rel=1e-4)
@@ -221,7 +223,7 @@ def test_model_proxy_search_scores_the_factors_materialize_builds(model, data, a
     # A data-aware profile setting makes the model proxy score data-aware kernels, with the
     # statistics materialize collects at the same positions.
     profile_settings = settings(factorization="data_aware", max_positions=64)
-    objective = lo.make_objective(
+    objective = lo.search.make_objective(
         model, data, proxy="model", metric="cosine", profile_settings=profile_settings
     )
     plan = PLANS[1]

@@ -64,7 +64,7 @@ def test_data_aware_and_refit_reduce_the_network_error(name):
 @pytest.mark.parametrize("method", ["svd", "tucker2", "spatial_svd"])
 def test_full_rank_with_calibration_and_refit_is_exact(method):
     model, x = tiny_cnn(), calibration()
-    top = {spec.name: spec.max_rank for spec in lo.compressible_layers(model)}
+    top = {spec.name: spec.max_rank for spec in lo.model.compressible_layers(model)}
     plan = {"c2": (method, top["c2"]), "c3": (method, top["c3"]), "d1": ("svd", top["d1"])}
     compressed = lo.materialize(model, plan, calibration=x)
     assert_outputs_close(predict(compressed, x), predict(model, x), rtol=1e-4)

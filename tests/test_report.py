@@ -36,7 +36,7 @@ def study_with_plans() -> optuna.Study:
 
 
 def test_pareto_frame_rows_and_method_counts():
-    frame = lo.pareto_frame(study_with_plans())
+    frame = lo.results.pareto_frame(study_with_plans())
     assert frame["trial"].tolist() == [2, 1, 0]
     assert frame["params"].tolist() == [30, 60, 100] and frame["similarity"].tolist() == [0.7, 0.9, 1.0]
     assert frame.loc[0, ["n_cp", "n_svd", "n_tucker2", "n_none"]].tolist() == [1, 1, 0, 0]
@@ -44,7 +44,7 @@ def test_pareto_frame_rows_and_method_counts():
 
 
 def test_write_report_is_offline_html_and_csv(tmp_path):
-    written = lo.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"], png=False)
+    written = lo.results.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"], png=False)
     assert {p.name for p in written} == {"pareto.csv", "pareto_2d.html", "pareto_3d.html", "decisions.html"}
     assert pd.read_csv(tmp_path / "pareto.csv")["trial"].tolist() == [2, 1, 0]
     html = (tmp_path / "decisions.html").read_text()
@@ -54,7 +54,7 @@ def test_write_report_is_offline_html_and_csv(tmp_path):
 
 def test_summary_table_text():
     result = FinetuneResult(0.9, 0.5, 0.88, 12.34, 1)
-    text = lo.summary_table(Cost(params=1000, macs=5000), Cost(params=250, macs=2500), result)
+    text = lo.results.summary_table(Cost(params=1000, macs=5000), Cost(params=250, macs=2500), result)
     lines = text.splitlines()
     assert lines[0].split() == ["original", "compressed", "ratio"]
     assert lines[2].split() == ["params", "1,000", "250", "25.0%"]

@@ -47,7 +47,7 @@ def study(model, data, cache_dir, constraints):
 @pytest.fixture(scope="module")
 def objective(model, data, cache_dir, constraints):
     """Built anew from the cached profile, as a later process would."""
-    return lo.make_objective(
+    return lo.search.make_objective(
         model, data, profile_settings=settings(), cache_dir=cache_dir, constraints=constraints
     )
 
@@ -81,13 +81,15 @@ def check_space(model, space, methods) -> None:
 
 
 def test_space_parameters(model, objective):
-    check_space(model, objective.space, lo.DEFAULT_METHODS)
+    check_space(model, objective.space, lo.search.DEFAULT_METHODS)
     dense = [c for c in objective.space.layers if lo.analyze(model).specs[c.name].kind == "dense"]
     assert dense and all(c.methods == ("svd", "none") for c in dense)  # the measured default
 
 
 def test_every_method_is_searched_with_methods_none(model, data, cache_dir):
-    objective = lo.make_objective(model, data, methods=None, profile_settings=settings(), cache_dir=cache_dir)
+    objective = lo.search.make_objective(
+        model, data, methods=None, profile_settings=settings(), cache_dir=cache_dir
+    )
     check_space(model, objective.space, None)
     assert {"tt", "tucker"} <= {m for c in objective.space.layers for m in c.methods}
 
@@ -103,7 +105,7 @@ def test_rank_above_the_method_range_is_clamped(objective):
 
 
 def test_methods_restriction(model, data, cache_dir):
-    restricted = lo.make_objective(
+    restricted = lo.search.make_objective(
         model, data, methods=("svd",), profile_settings=settings(), cache_dir=cache_dir
     )
     for layer in restricted.space.layers:
@@ -115,8 +117,8 @@ def test_profile_must_cover_the_space(model, data, cache_dir):
     svd_only = profile[profile.method == "svd"]
     # without this check the search failed at the first trial picking another method
     with pytest.raises(ValueError, match=r"Invalid `profile`.*received none for c1:tucker2, c1:cp"):
-        lo.make_objective(model, data, profile=svd_only)
-    objective = lo.make_objective(model, data, profile=svd_only, methods=("svd",))
+        lo.search.make_objective(model, data, profile=svd_only)
+    objective = lo.search.make_objective(model, data, profile=svd_only, methods=("svd",))
     assert objective.evaluate({"c1": ("svd", 2)})[2] < 1.0
 
 
@@ -134,7 +136,7 @@ def test_model_without_compressible_layer_is_refused():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))  # no rank is cheaper
     with pytest.raises(ValueError, match="Invalid model for search"):
-        lo.make_objective(model, calibration(4, (4,)), show_progress=False)
+        lo.search.make_objective(model, calibration(4, (4,)), show_progress=False)
 
 
 # --------------------------------------------------------------------------- study
@@ -142,7 +144,7 @@ def test_model_without_compressible_layer_is_refused():
 
 def test_study_ran_to_n_trials(study, trials):
     assert len(trials) == 30
-    assert study.metric_names == lo.METRIC_NAMES == ["params", "flops", "similarity"]
+    assert study.metric_names == lo.search.METRIC_NAMES == ["params", "flops", "similarity"]
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE", "MAXIMIZE"]
     assert study.user_attrs[ANCHORS_ATTR] is True
     assert study.user_attrs["lrf_optuna:proxy"] == "layerwise"
@@ -226,7 +228,7 @@ def test_constraints_are_recorded(trials, constraints):
 
 
 def test_no_constraints_records_none(model, data, cache_dir):
-    objective = lo.make_objective(model, data, profile_settings=settings(), cache_dir=cache_dir)
+    objective = lo.search.make_objective(model, data, profile_settings=settings(), cache_dir=cache_dir)
     study = optuna.create_study(directions=["minimize", "minimize", "maximize"])
     study.optimize(objective, n_trials=2)
     for trial in study.trials:

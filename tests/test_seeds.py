@@ -34,7 +34,7 @@ def mlp_profile(mlp, tmp_path_factory):
     return data, lo.profile_model(mlp, data, settings=settings(), cache_dir=cache, show_progress=False)
 
 
-def every_plan(space: lo.SearchSpace):
+def every_plan(space: lo.search.SearchSpace):
     options = [
         [None] + [(m, r) for m, top in layer.useful_ranks.items() for r in range(1, top + 1)]
         for layer in space.layers
@@ -43,14 +43,14 @@ def every_plan(space: lo.SearchSpace):
         yield {layer.name: c for layer, c in zip(space.layers, choice) if c is not None}
 
 
-def seed_plan(space: lo.SearchSpace, params: dict) -> dict:
+def seed_plan(space: lo.search.SearchSpace, params: dict) -> dict:
     return space.plan_of(optuna.trial.FixedTrial(params))
 
 
 @pytest.mark.parametrize("aggregator", ["mean", "product", "weighted"])
 def test_every_seed_is_pareto_optimal(mlp, mlp_profile, aggregator):
     data, profile = mlp_profile
-    objective = lo.make_objective(mlp, data, profile=profile, methods=None, aggregator=aggregator)
+    objective = lo.search.make_objective(mlp, data, profile=profile, methods=None, aggregator=aggregator)
     scored = np.array([objective.evaluate(plan) for plan in every_plan(objective.space)], dtype=float)
     assert len(scored) > 200  # the space is really enumerated
     seeds = hull_params(objective, count=16)
@@ -66,7 +66,7 @@ def test_every_seed_is_pareto_optimal(mlp, mlp_profile, aggregator):
 
 def test_seeds_span_the_front(mlp, mlp_profile):
     data, profile = mlp_profile
-    objective = lo.make_objective(mlp, data, profile=profile, methods=None)
+    objective = lo.search.make_objective(mlp, data, profile=profile, methods=None)
     plans = [seed_plan(objective.space, p) for p in hull_params(objective, count=16)]
     removed = [1 - objective.cost(plan).params / objective.analysis.cost.params for plan in plans]
     assert max(removed) - min(removed) > 0.3
@@ -75,8 +75,8 @@ def test_seeds_span_the_front(mlp, mlp_profile):
 
 def test_no_seeds_without_additive_layer_scores(mlp, mlp_profile):
     data, profile = mlp_profile
-    assert hull_params(lo.make_objective(mlp, data, profile=profile, aggregator="min")) == []
-    model_proxy = lo.make_objective(mlp, data, proxy="model", show_progress=False)
+    assert hull_params(lo.search.make_objective(mlp, data, profile=profile, aggregator="min")) == []
+    model_proxy = lo.search.make_objective(mlp, data, proxy="model", show_progress=False)
     assert hull_params(model_proxy) == []
 
 
@@ -86,7 +86,7 @@ def test_study_runs_the_seeds_after_the_anchors(mlp, mlp_profile):
         mlp, data, storage=optuna.storages.InMemoryStorage(), n_trials=40, population_size=12,
         show_progress=False, profile=profile,
     )  # fmt: skip
-    objective = lo.make_objective(mlp, data, profile=profile)
+    objective = lo.search.make_objective(mlp, data, profile=profile)
     seeds = hull_params(objective, count=12 // 3)
     anchors = anchor_params(objective.space)
     fixed = [t.params for t in study.trials if "fixed_params" in t.system_attrs]

@@ -23,7 +23,7 @@ def search(model, data, profile, url, n_trials=3, **options):
 
 
 def snapshot(url: str) -> tuple:
-    study = optuna.load_study(study_name="s", storage=lo.open_storage(url))
+    study = optuna.load_study(study_name="s", storage=lo.search.open_storage(url))
     return len(study.get_trials()), study.user_attrs
 
 

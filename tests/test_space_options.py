@@ -22,8 +22,8 @@ def analysis(model):
     return lo.analyze(model)
 
 
-def space(analysis, **options) -> lo.SearchSpace:
-    return lo.SearchSpace.from_analysis(analysis, **options)
+def space(analysis, **options) -> lo.search.SearchSpace:
+    return lo.search.SearchSpace.from_analysis(analysis, **options)
 
 
 def plan_attr(trial) -> dict[str, tuple[str, int]]:
@@ -191,7 +191,7 @@ def test_invalid_min_rank_fraction(analysis, fraction):
 @pytest.fixture(scope="module")
 def controlled(model, data, profile):
     options = {"exclude": ["d2"], "fixed": {"c1": ("svd", 3)}, "min_rank_fraction": 0.5}
-    objective = lo.make_objective(model, data, profile=profile, **options)
+    objective = lo.search.make_objective(model, data, profile=profile, **options)
     study = lo.run_study(
         model,
         data,

@@ -33,7 +33,7 @@ def run_support(*args: str, timeout: float = 300) -> subprocess.CompletedProcess
 
 
 def load(url: str, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=lo.open_storage(url))
+    return optuna.load_study(study_name=name, storage=lo.search.open_storage(url))
 
 
 def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -42,7 +42,7 @@ def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def all_none_count(study: optuna.Study) -> int:
     """Trials with the all-"none" anchor's parameters."""
-    none = anchor_params(lo.SearchSpace.from_analysis(lo.analyze(tiny_cnn())))[0]
+    none = anchor_params(lo.search.SearchSpace.from_analysis(lo.analyze(tiny_cnn())))[0]
     return sum(1 for t in study.get_trials() if t.params == none)
 
 
@@ -250,7 +250,7 @@ def test_study_of_other_methods_is_refused_with_the_recorded_ones(model, data, p
         quick_study(model, data, profile, url, 4, methods=None)  # every method: another space
     assert len(load(url, "quick").trials) == before  # refused before any trial
     assert load(url, "quick").user_attrs["lrf_optuna:methods"] == {
-        "conv": list(lo.DEFAULT_METHODS["conv"]),
+        "conv": list(lo.search.DEFAULT_METHODS["conv"]),
         "dense": ["svd"],
     }
 

@@ -103,19 +103,19 @@ def assert_materializes_the_reference(model: keras.Model, plan: dict) -> keras.M
     return compressed
 
 
-def full_rank_plan(model: keras.Model, specs: list[lo.LayerSpec] | None = None) -> dict:
+def full_rank_plan(model: keras.Model, specs: list[lo.model.LayerSpec] | None = None) -> dict:
     """Every compressible layer at its full rank, cycling through the exact methods (not cp)."""
     plan = {}
-    for index, spec in enumerate(specs or lo.compressible_layers(model)):
+    for index, spec in enumerate(specs or lo.model.compressible_layers(model)):
         methods = [m for m in spec.methods if m != "cp"]
         plan[spec.name] = (methods[index % len(methods)], spec.max_rank)
     return plan
 
 
-def mixed_plan(model: keras.Model, specs: list[lo.LayerSpec] | None = None) -> dict:
+def mixed_plan(model: keras.Model, specs: list[lo.model.LayerSpec] | None = None) -> dict:
     """Every method in turn at half its useful rank; every third layer left out."""
     plan = {}
-    for index, spec in enumerate(specs or lo.compressible_layers(model)):
+    for index, spec in enumerate(specs or lo.model.compressible_layers(model)):
         method = spec.methods[index % len(spec.methods)]
         useful = spec.useful_ranks[method]
         plan[spec.name] = "none" if index % 3 == 1 else (method, max(1, useful // 2))
@@ -127,7 +127,7 @@ def mixed_plan(model: keras.Model, specs: list[lo.LayerSpec] | None = None) -> d
 
 def test_sequential_cnn():
     model = _seeded(sequential_cnn)
-    assert [s.name for s in lo.compressible_layers(model)] == ["conv1", "conv2", "fc"]
+    assert [s.name for s in lo.model.compressible_layers(model)] == ["conv1", "conv2", "fc"]
     plan = {"conv1": ("tucker2", 2), "conv2": ("cp", 3), "fc": ("svd", 4)}
     compressed = assert_materializes_the_reference(model, plan)
     assert isinstance(compressed, keras.Model) and not isinstance(compressed, keras.Sequential)
@@ -173,7 +173,7 @@ def test_concatenate_low_rank():
 
 def test_nested_models():
     model = _seeded(nested_model)
-    assert [s.name for s in lo.compressible_layers(model)] == ["inner/conv", "block/conv", "fc"]
+    assert [s.name for s in lo.model.compressible_layers(model)] == ["inner/conv", "block/conv", "fc"]
     x = sample_input(model)
     exact = lo.materialize(model, full_rank_plan(model))
     assert_outputs_close(predict(exact, x), predict(model, x))
@@ -189,7 +189,7 @@ def test_nested_models():
 
 def test_shared_layers_stay_shared():
     model = _seeded(shared_model)
-    specs = {s.name: s for s in lo.compressible_layers(model)}
+    specs = {s.name: s for s in lo.model.compressible_layers(model)}
     assert len(specs["shared_conv"].geometry.calls) == 2
     assert len(specs["shared_fc"].geometry.calls) == 2
     x = sample_input(model)
@@ -242,7 +242,7 @@ def test_original_model_is_never_modified(build):
     x = sample_input(model)
     before, outputs_before = weights_by_path(model), predict(model, x)
     layers_before = [layer.name for layer in model.layers]
-    plan = {spec.name: ("svd", 2) for spec in lo.compressible_layers(model)}
+    plan = {spec.name: ("svd", 2) for spec in lo.model.compressible_layers(model)}
     compressed = lo.materialize(model, plan)
 
     original_ids = {id(v) for v in model.weights}
@@ -297,7 +297,7 @@ def _application(name: str) -> keras.Model:
     return randomize_weights(model, seed=5)
 
 
-def _check_application(model: keras.Model, analysis: lo.ModelAnalysis, full_plan: dict, low_plan: dict):
+def _check_application(model: keras.Model, analysis: lo.model.ModelAnalysis, full_plan: dict, low_plan: dict):
     x = sample_input(model)
     expected = predict(model, x)
     exact = lo.materialize(model, full_plan)

@@ -14,126 +14,94 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must list the same names
-    from lrf_optuna import data
-    from lrf_optuna.core._cost import Cost
-    from lrf_optuna.factorizers import get_factorizer, methods_for
-    from lrf_optuna.layers import TTDense, TuckerDense
-    from lrf_optuna.model._analysis import ModelAnalysis, analyze, compressible_layers, model_cost, plan_cost
-    from lrf_optuna.model._layer_specs import LayerSpec
-    from lrf_optuna.model._materialize import materialize
-    from lrf_optuna.results._finetune import (
-        SCHEDULES,
-        FinetuneResult,
-        evaluate_accuracy,
-        finetune,
-        learning_rate_schedule,
+    from lrf_optuna import (
+        cli,
+        core,
+        data,
+        factorizers,
+        files,
+        layers,
+        model,
+        results,
+        runtime,
+        search,
+        similarity,
     )
-    from lrf_optuna.results._report import pareto_frame, summary_table, write_report
-    from lrf_optuna.results._selection import pareto_trials, select_trial, spread_trials
-    from lrf_optuna.runtime._latency import RUNTIMES, Latency, measure_latency
-    from lrf_optuna.runtime._tflite import QUANTIZATIONS, export_tflite
-    from lrf_optuna.search._baselines import vbmf_plan
-    from lrf_optuna.search._objective import METRIC_NAMES, Constraints, Objective
-    from lrf_optuna.search._run import make_objective, plan_from_trial, profile_model, run_study
-    from lrf_optuna.search._settings import DataSpec, SearchSettings
-    from lrf_optuna.search._space import DEFAULT_METHODS, SearchSpace
-    from lrf_optuna.search._storage import open_storage
-    from lrf_optuna.search._study import SamplerSettings
-    from lrf_optuna.search._worker import run_worker
-    from lrf_optuna.similarity._metrics import METRICS, OUTPUT_METRICS
-    from lrf_optuna.similarity._profile import ProfileSettings
-    from lrf_optuna.similarity._proxy import AGGREGATORS, LAYERWISE_METRICS, LayerwiseProxy, ModelProxy
+    from lrf_optuna.model import analyze, materialize, model_cost, plan_cost
+    from lrf_optuna.results import compress_trial, finetune, select_trial
+    from lrf_optuna.runtime import export_tflite, measure_latency
+    from lrf_optuna.search import (
+        Constraints,
+        SearchSettings,
+        plan_from_trial,
+        profile_model,
+        run_study,
+        run_worker,
+    )
+    from lrf_optuna.similarity import ProfileSettings
 
 __version__ = "0.1.0"
 
-# submodule (under lrf_optuna.) -> the public names it provides
+# the few calls of the quick start, the notebook and the CLI; everything else lives in its
+# subpackage's namespace (``lo.search.SearchSpace``, ``lo.similarity.LAYERWISE_METRICS``, ...)
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "model._analysis": ("ModelAnalysis", "analyze", "compressible_layers", "model_cost", "plan_cost"),
-    "search._baselines": ("vbmf_plan",),
-    "model._layer_specs": ("LayerSpec",),
-    "core._cost": ("Cost",),
-    "factorizers": ("get_factorizer", "methods_for"),
-    "results._finetune": (
-        "SCHEDULES",
-        "FinetuneResult",
-        "evaluate_accuracy",
-        "finetune",
-        "learning_rate_schedule",
+    "model": ("analyze", "materialize", "model_cost", "plan_cost"),
+    "results": ("compress_trial", "finetune", "select_trial"),
+    "runtime": ("export_tflite", "measure_latency"),
+    "search": (
+        "Constraints",
+        "SearchSettings",
+        "plan_from_trial",
+        "profile_model",
+        "run_study",
+        "run_worker",
     ),
-    "runtime._latency": ("RUNTIMES", "Latency", "measure_latency"),
-    "layers": ("TTDense", "TuckerDense"),
-    "similarity._metrics": ("METRICS", "OUTPUT_METRICS"),
-    "search._objective": ("METRIC_NAMES", "Constraints", "Objective"),
-    "similarity._profile": ("ProfileSettings",),
-    "similarity._proxy": ("AGGREGATORS", "LAYERWISE_METRICS", "LayerwiseProxy", "ModelProxy"),
-    "results._report": ("pareto_frame", "summary_table", "write_report"),
-    "search._run": ("make_objective", "plan_from_trial", "profile_model", "run_study"),
-    "search._space": ("DEFAULT_METHODS", "SearchSpace"),
-    "results._selection": ("pareto_trials", "select_trial", "spread_trials"),
-    "search._settings": ("DataSpec", "SearchSettings"),
-    "search._storage": ("open_storage",),
-    "search._study": ("SamplerSettings",),
-    "model._materialize": ("materialize",),
-    "runtime._tflite": ("QUANTIZATIONS", "export_tflite"),
-    "search._worker": ("run_worker",),
+    "similarity": ("ProfileSettings",),
 }
-_SUBMODULES = ("data",)
+_SUBMODULES = (
+    "cli",
+    "core",
+    "data",
+    "factorizers",
+    "files",
+    "layers",
+    "model",
+    "results",
+    "runtime",
+    "search",
+    "similarity",
+)
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-
 __all__ = [
-    "AGGREGATORS",
-    "DEFAULT_METHODS",
-    "LAYERWISE_METRICS",
-    "METRICS",
-    "METRIC_NAMES",
-    "OUTPUT_METRICS",
-    "QUANTIZATIONS",
-    "RUNTIMES",
-    "SCHEDULES",
     "Constraints",
-    "Cost",
-    "DataSpec",
-    "FinetuneResult",
-    "Latency",
-    "LayerSpec",
-    "LayerwiseProxy",
-    "ModelAnalysis",
-    "ModelProxy",
-    "Objective",
     "ProfileSettings",
-    "SamplerSettings",
     "SearchSettings",
-    "SearchSpace",
-    "TTDense",
-    "TuckerDense",
     "__version__",
     "analyze",
-    "compressible_layers",
+    "cli",
+    "compress_trial",
+    "core",
     "data",
-    "evaluate_accuracy",
     "export_tflite",
+    "factorizers",
+    "files",
     "finetune",
-    "get_factorizer",
-    "learning_rate_schedule",
-    "make_objective",
+    "layers",
     "materialize",
     "measure_latency",
-    "methods_for",
+    "model",
     "model_cost",
-    "open_storage",
-    "pareto_frame",
-    "pareto_trials",
     "plan_cost",
     "plan_from_trial",
     "profile_model",
+    "results",
     "run_study",
     "run_worker",
+    "runtime",
+    "search",
     "select_trial",
-    "spread_trials",
-    "summary_table",
-    "vbmf_plan",
-    "write_report",
+    "similarity",
 ]
 
 

@@ -166,7 +166,7 @@ CP_CASE_IDS = [pytest.param(case.id, id=case.id) for case in CASES if "cp" in ca
 class Built:
     case_id: str
     model: keras.Model
-    spec: lo.LayerSpec
+    spec: lo.model.LayerSpec
     x: np.ndarray
     y: np.ndarray
 
@@ -179,7 +179,7 @@ class Built:
         return self.model.get_layer(NAME)
 
     def factorizer(self, method: str) -> lo.factorizers.Factorizer:
-        return lo.get_factorizer(self.geom.kind, method)
+        return lo.factorizers.get_factorizer(self.geom.kind, method)
 
 
 @functools.cache
@@ -188,7 +188,7 @@ def built(case_id: str) -> Built:
     case = CASE_BY_ID[case_id]
     keras.utils.set_random_seed(0)
     model = randomize_weights(single_layer_model(case.input_shape, case.make()), seed=7)
-    (spec,) = lo.compressible_layers(model)
+    (spec,) = lo.model.compressible_layers(model)
     x = sample_input(model)
     return Built(case_id, model, spec, x, predict(model, x))
 

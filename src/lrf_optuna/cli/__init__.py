@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 
+__all__ = ["build_parser", "main"]
+
 DEFAULT_MODEL = "studies/models/resnet_small.keras"
 logger = logging.getLogger("lrf_optuna")
 # spelled out (not imported) so that `--help` does not import TensorFlow; a test pins them
@@ -289,7 +291,11 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-QUANTIZATIONS = ("none", "float16", "dynamic")  # lo.QUANTIZATIONS, None spelled "none"; a test pins them
+QUANTIZATIONS = (
+    "none",
+    "float16",
+    "dynamic",
+)  # lo.runtime.QUANTIZATIONS, None spelled "none"; a test pins them
 
 
 def _export_and_bench(commands) -> None:

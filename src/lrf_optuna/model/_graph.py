@@ -74,7 +74,7 @@ def check_single_input(model: keras.Model) -> None:
     raise ValueError(
         f"Invalid `model`: expected one input for calibration (profile, search, model proxy), but "
         f"model '{model.name}' has {len(model.inputs)} inputs ({names}). lo.analyze, lo.plan_cost and "
-        "lo.materialize work on it: pick a plan yourself (lo.compressible_layers lists the layers) and "
+        "lo.materialize work on it: pick a plan yourself (lo.model.compressible_layers lists the layers) and "
         "call lo.materialize(model, plan); or search a single-input part of it, e.g. "
         "keras.Model(one_input, some_layer.output), and apply that part's plan to the whole model."
     )

@@ -50,7 +50,7 @@ def _names(value: object, what: str, valid: tuple[str, ...]) -> tuple[str, ...]:
         if name not in valid:
             raise ValueError(
                 f"Invalid `methods` {what}: expected names among {list(valid)}, received {name!r}. "
-                "Correct the name (lrf_optuna.methods_for(kind) lists the registered methods)."
+                "Correct the name (lrf_optuna.factorizers.methods_for(kind) lists the registered methods)."
             )
     return tuple(n for n in valid if n in names)  # registry order: spellings compare equal
 
