@@ -18,7 +18,7 @@ import lrf_optuna as lo
 from lrf_optuna.search._study import ANCHORS_ATTR, FINETUNED_FROM, anchor_params, complete_search_trials
 from search_support import calibration, nested_cnn, settings, tiny_cnn
 
-SUPPORT = Path(__file__).with_name("search_support.py")
+SUPPORT = Path(__file__).resolve().parents[1] / "search_support.py"
 COMPLETE = optuna.trial.TrialState.COMPLETE
 POPULATION = 16  # > the 13 anchors: generation 0 is still being sampled at a resume
 

@@ -1,7 +1,7 @@
 """Every ``keras.applications`` constructor (``weights=None``, 10 classes, its smallest input)
 through analyze -> a seeded random plan -> materialize -> cost equality -> ``.keras`` round trip.
 
-Slow: run with ``pytest -m slow tests/test_applications.py``. All 40 constructors of Keras 3.15
+Slow: run with ``pytest -m slow tests/model/test_applications.py``. All 40 constructors of Keras 3.15
 passed in 25 min on the 2-core box (MobileNet 5 s ... ConvNeXtXLarge 209 s).
 Several of these graphs hold raw operations (ConvNeXt's residual ``a + b``).
 """

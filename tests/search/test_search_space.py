@@ -28,7 +28,7 @@ def constraints(model):
 
 @pytest.fixture(scope="module")
 def study(model, data, cache_dir, constraints):
-    # In memory: SQLite works the same (tests/test_study.py) but costs ~0.3 s per trial here.
+    # In memory: SQLite works the same (tests/search/test_study.py) but costs ~0.3 s per trial here.
     return lo.run_study(
         model,
         data,
