@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import optuna
 
-from lrf_optuna.cli import DEFAULT_MODEL
+from lrf_optuna.cli._parser import DEFAULT_MODEL
 from lrf_optuna.factorizers import methods_for
 from lrf_optuna.files._models import load_arrays, load_inputs, load_model_file, writable_directory
 from lrf_optuna.model._analysis import analyze
