@@ -165,19 +165,20 @@ def fashion_data(settings: latency_front.FrontSettings, train_size: int) -> late
 def front(args: argparse.Namespace) -> str:
     """The ``--front`` evidence mode: its whole printed text."""
     if args.quick:
-        settings, cache = latency_front.QUICK, tempfile.mkdtemp(prefix="latency-front-")
-        model = tiny_model()
+        settings, model = latency_front.QUICK, tiny_model()
         models, data = {"tiny": model}, tiny_data(model)
     else:
         settings = dataclasses.replace(
             latency_front.FrontSettings(), trials=args.trials, plans=args.plans, seed=args.seed
         )
-        cache, data = args.cache, fashion_data(settings, args.train_size)
+        data = fashion_data(settings, args.train_size)
         models = {name: load_model_file(MODELS / f"{name}.keras") for name in args.models or REFERENCE_MODELS}
-    results = {
-        name: latency_front.run_model(name, model, data, args.runtimes, settings, cache)
-        for name, model in models.items()
-    }
+    with tempfile.TemporaryDirectory(prefix="latency-front-") as scratch:  # quick: nothing cached
+        cache = scratch if args.quick else args.cache
+        results = {
+            name: latency_front.run_model(name, model, data, args.runtimes, settings, cache)
+            for name, model in models.items()
+        }
     return (
         run_line("latency of searched front plans", quick=args.quick)
         + "\n"
