@@ -8,11 +8,20 @@ at batch 1 and 64 (TensorFlow's threads), the TFLite interpreter at batch 1 on o
 median milliseconds over warm runs, and each compressed/original ratio. ``--knee STUDY`` adds
 the Pareto knee of an existing study of ``--knee-model`` (``make demo``'s: ``--knee demo``).
 
+``--front`` (the evidence of issue 17, ``latency_front.py``): per reference model and runtime
+(TFLite batch 1 on 1 thread, Keras batch 64), a seeded (params, latency, similarity) search,
+predicted vs measured latency over plans spread on its Pareto front (Spearman goal >= 0.9),
+and its knee measured against the original (goals <= 0.5x TFLite, <= 0.8x Keras) with its
+accuracy before and after one fine-tuning run; the full run writes
+benchmarks/results/latency_front.txt.
+
 Timings need a quiet machine: run the full mode alone, never beside other jobs.
 
     python benchmarks/latency.py                     # full: every reference model
     python benchmarks/latency.py --knee demo         # plus make demo's knee
     python benchmarks/latency.py --quick             # smoke test: a tiny model, a tiny search
+    python benchmarks/latency.py --front             # evidence: front plans and knees, all models
+    python benchmarks/latency.py --front --quick     # its smoke test (tiny model, tiny budgets)
 """
 
 from __future__ import annotations
@@ -28,16 +37,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
+import latency_front
 import numpy as np
 import optuna
+from compression_table import REFERENCE_MODELS
 from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.files._models import load_model_file
+from lrf_optuna.results._compress import calibration_subset
 from lrf_optuna.runtime._tflite import convert_tflite
 from lrf_optuna.search._storage import default_storage_url, open_storage
 
 MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
+FRONT_RESULTS = Path(__file__).resolve().parent / "results" / "latency_front.txt"
 CONV_METHODS = ("tucker2", "cp", "svd")
 RANK_FRACTION = 0.25
 
@@ -134,6 +147,45 @@ def tiny_knee(model: keras.Model) -> dict[str, tuple[str, int]]:
     return knee_plan(model, study)
 
 
+def tiny_data(model: keras.Model) -> latency_front.Data:
+    """Seeded random images labelled by the tiny model itself (its accuracy is 1)."""
+    x = np.random.default_rng(0).random((16 + 256 + 128, 12, 12, 1), dtype=np.float32)
+    y = np.argmax(model.predict(x, verbose=0), axis=-1)
+    return latency_front.Data(x[:16], (x[16:272], y[16:272]), (x[272:], y[272:]))
+
+
+def fashion_data(settings: latency_front.FrontSettings, train_size: int) -> latency_front.Data:
+    """Seeded calibration and fine-tuning subsets of the training images; every test image."""
+    (x_train, y_train), test = lo.data.fashion_mnist()
+    calibration = calibration_subset(x_train, settings.profile.max_samples, seed=settings.seed)
+    order = np.random.default_rng(settings.seed).permutation(len(x_train))[:train_size]
+    return latency_front.Data(calibration, (x_train[order], y_train[order]), test)
+
+
+def front(args: argparse.Namespace) -> str:
+    """The ``--front`` evidence mode: its whole printed text."""
+    if args.quick:
+        settings, model = latency_front.QUICK, tiny_model()
+        models, data = {"tiny": model}, tiny_data(model)
+    else:
+        settings = dataclasses.replace(
+            latency_front.FrontSettings(), trials=args.trials, plans=args.plans, seed=args.seed
+        )
+        data = fashion_data(settings, args.train_size)
+        models = {name: load_model_file(MODELS / f"{name}.keras") for name in args.models or REFERENCE_MODELS}
+    with tempfile.TemporaryDirectory(prefix="latency-front-") as scratch:  # quick: nothing cached
+        cache = scratch if args.quick else args.cache
+        results = {
+            name: latency_front.run_model(name, model, data, args.runtimes, settings, cache)
+            for name, model in models.items()
+        }
+    return (
+        run_line("latency of searched front plans", quick=args.quick)
+        + "\n"
+        + latency_front.report(results, settings, data)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,10 +197,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storage", default=None, help="the study's storage (default: sqlite:///studies/<knee>.db)"
     )
+    front_options = parser.add_argument_group("--front (evidence mode) options")
+    front_options.add_argument("--front", action="store_true", help="searched front plans and knees")
+    front_options.add_argument(
+        "--runtimes", nargs="+", choices=list(latency_front.RUNTIMES), default=list(latency_front.RUNTIMES)
+    )
+    front_options.add_argument(
+        "--trials", type=int, default=300, help="trials per search (default: %(default)s)"
+    )
+    front_options.add_argument("--plans", type=int, default=24, help="front plans measured per search")
+    front_options.add_argument("--train-size", type=int, default=10000, help="fine-tuning images")
+    front_options.add_argument("--seed", type=int, default=0)
+    front_options.add_argument("--cache", default="studies/cache", help="profile and latency-table cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.perf_counter()
+    if args.front:
+        text = front(args) + f"\n\ntotal {time.perf_counter() - start:.0f} s"
+        print(text)
+        full = not args.quick and args.models is None and args.runtimes == list(latency_front.RUNTIMES)
+        defaults = (args.trials, args.plans, args.train_size, args.seed) == (300, 24, 10000, 0)
+        if full and defaults:  # only the full run is the saved evidence
+            FRONT_RESULTS.write_text(text + "\n")
+        return 0
     settings = QUICK if args.quick else Settings()
     rows = []
     if args.quick:
