@@ -15,7 +15,7 @@ seeded weights, 64 random calibration inputs; NSGA-II, population 50, seed 0.
     python benchmarks/workers.py [--quick] [--postgres URL]
 
 ``--quick``: Journal only, 2 workers, 12 trials (a smoke test). ``surplus``: trials
-PRUNED by the budget protocol (see ``lrf_optuna/worker.py``), never counted.
+PRUNED by the budget protocol (see ``lrf_optuna/search/_worker.py``), never counted.
 """
 
 from __future__ import annotations

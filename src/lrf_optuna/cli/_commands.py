@@ -30,7 +30,7 @@ from lrf_optuna.search._worker import run_worker as _run_worker
 from lrf_optuna.similarity._profile import ProfileSettings
 
 logger = logging.getLogger("lrf_optuna")
-Show = Callable[[str], None]  # how a command hands its output to the CLI (cli.py prints it)
+Show = Callable[[str], None]  # how a command hands its output to the CLI (cli/_main.py prints it)
 
 
 def _storage_url(args: argparse.Namespace) -> str:

@@ -15,7 +15,7 @@ from lrf_optuna.search._objective import DEFAULT_OBJECTIVES, LEGACY_OBJECTIVES, 
 from lrf_optuna.search._space import SearchSpace
 from lrf_optuna.search._storage import CREATE_HINT, open_storage, storage_label
 
-FINETUNED_FROM = "lrf_optuna:finetuned_from"  # user attr of fine-tuning record trials (records.py)
+FINETUNED_FROM = "lrf_optuna:finetuned_from"  # user attr of fine-tuning record trials (results/_records.py)
 
 __all__ = [
     "GracefulInterrupt",
