@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
-from lrf_optuna.search._storage import artifact_dir_for
+from lrf_optuna.search._storage import artifact_dir_for, open_storage
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,11 @@ def test_artifact_upload_works_for_an_absolute_sqlite_path(tmp_path):
         artifact_store=FileSystemArtifactStore(str(directory)), file_path=str(payload), study_or_trial=study
     )
     assert (Path(tmp_path) / "demo.db.artifacts" / artifact_id).read_bytes() == b"model bytes"
+
+
+def test_a_storage_is_always_named_none_is_refused():
+    # run_study reads None as its default SQLite file, Optuna as memory: open_storage takes neither
+    with pytest.raises(ValueError, match=r"InMemoryStorage\(\) for a study in memory\), received None"):
+        open_storage(None)
+    memory = optuna.storages.InMemoryStorage()
+    assert open_storage(memory) is memory

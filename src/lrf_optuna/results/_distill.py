@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 __all__ = [
-    "KINDS",
+    "TARGET_KINDS",
     "Distiller",
     "distillation_loss",
     "label_loss",
@@ -24,7 +24,7 @@ __all__ = [
     "target_kind",
 ]
 
-KINDS = ("sparse", "onehot", "regression")
+TARGET_KINDS = ("sparse", "onehot", "regression")
 _REGRESSION_LOSSES = (
     keras.losses.MeanSquaredError, keras.losses.MeanAbsoluteError, keras.losses.Huber, keras.losses.LogCosh,
     keras.losses.MeanSquaredLogarithmicError, keras.losses.MeanAbsolutePercentageError,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from lrf_optuna.search._baselines import vbmf_plan
 from lrf_optuna.search._objective import (
     DEFAULT_OBJECTIVES,
-    METRIC_NAMES,
     OBJECTIVES,
     Constraints,
     Objective,
@@ -21,7 +20,6 @@ from lrf_optuna.search._worker import run_worker
 __all__ = [
     "DEFAULT_METHODS",
     "DEFAULT_OBJECTIVES",
-    "METRIC_NAMES",
     "OBJECTIVES",
     "Constraints",
     "DataSpec",

@@ -24,7 +24,6 @@ from lrf_optuna.search._space import SearchSpace
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "LEGACY_OBJECTIVES",
-    "METRIC_NAMES",
     "OBJECTIVES",
     "Constraints",
     "Objective",
@@ -38,7 +37,6 @@ OBJECTIVES = {"params": "minimize", "flops": "minimize", "latency": "minimize", 
               "macs": "minimize"}  # fmt: skip
 DEFAULT_OBJECTIVES = ("params", "flops", "similarity")
 LEGACY_OBJECTIVES = ("params", "macs", "similarity")
-METRIC_NAMES = list(DEFAULT_OBJECTIVES)
 USER_ATTR = {"latency": "latency_ms"}  # user attribute of each metric, where it differs
 RECORDED = ("params", "flops", "similarity", "latency")  # MACs follow from FLOPs
 

@@ -17,7 +17,7 @@ from lrf_optuna.factorizers import methods_for
 from lrf_optuna.model._analysis import ModelAnalysis
 
 __all__ = [
-    "KINDS",
+    "LAYER_KINDS",
     "check_fixed",
     "check_min_rank_fraction",
     "lowest_rank",
@@ -27,7 +27,7 @@ __all__ = [
     "normalize_methods",
 ]
 
-KINDS = ("conv", "dense")  # the kinds of LayerSpec: separable convolutions are "conv" layers
+LAYER_KINDS = ("conv", "dense")  # the kinds of LayerSpec: separable convolutions are "conv" layers
 Methods = Mapping[str, tuple[str, ...]]
 
 
@@ -61,17 +61,17 @@ def normalize_methods(methods: Iterable[str] | Mapping[str, Iterable[str]] | Non
         return None
     if isinstance(methods, Mapping):
         for kind in methods:
-            if kind not in KINDS:
+            if kind not in LAYER_KINDS:
                 raise ValueError(
-                    f"Invalid `methods` key {kind!r}: expected a layer kind among {list(KINDS)}, "
+                    f"Invalid `methods` key {kind!r}: expected a layer kind among {list(LAYER_KINDS)}, "
                     f"received {kind!r}. Write e.g. {{'conv': ['cp'], 'dense': ['svd']}}."
                 )
         return MappingProxyType(
-            {k: _names(methods.get(k, ()), f"for {k} layers", registered(k)) for k in KINDS}
+            {k: _names(methods.get(k, ()), f"for {k} layers", registered(k)) for k in LAYER_KINDS}
         )
-    every = tuple(dict.fromkeys(n for k in KINDS for n in registered(k)))
+    every = tuple(dict.fromkeys(n for k in LAYER_KINDS for n in registered(k)))
     names = _names(methods, "", every)
-    return MappingProxyType({k: tuple(n for n in registered(k) if n in names) for k in KINDS})
+    return MappingProxyType({k: tuple(n for n in registered(k) if n in names) for k in LAYER_KINDS})
 
 
 def normalize_exclude(exclude: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -198,24 +198,26 @@ def _rdb(url: str, heartbeat: HeartbeatSettings) -> optuna.storages.RDBStorage:
 
 
 def open_storage(
-    url: str | optuna.storages.BaseStorage | None,
+    url: str | optuna.storages.BaseStorage,
     *,
     heartbeat: HeartbeatSettings | None = None,
     create: bool = True,
 ) -> optuna.storages.BaseStorage:
     """``sqlite:///path.db``, ``journal:///path.log``, any SQLAlchemy URL, or a storage object.
 
+    ``None`` is refused: ``run_study`` reads it as its default SQLite file and Optuna as memory,
+    so a storage here is always named (``optuna.storages.InMemoryStorage()`` for memory).
+
     With ``create=False`` a missing SQLite or journal file is a FileNotFoundError
     instead of a new empty storage. ``heartbeat`` defaults to ``HeartbeatSettings.from_env()``.
     """
-    if url is None:
-        return optuna.storages.InMemoryStorage()
     if isinstance(url, optuna.storages.BaseStorage):
         return url
     if not isinstance(url, str) or "://" not in url:
         raise ValueError(
             "Invalid `storage`: expected a URL such as 'sqlite:///studies/demo.db', "
-            f"'journal:///studies/demo.log' or 'postgresql://user@host/db', received {url!r}"
+            f"'journal:///studies/demo.log' or 'postgresql://user@host/db', or a storage object "
+            f"(optuna.storages.InMemoryStorage() for a study in memory), received {url!r}"
         )
     journal_path = _file_path(url, JOURNAL_PREFIX)
     if journal_path is not None:
