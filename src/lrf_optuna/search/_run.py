@@ -16,12 +16,11 @@ from lrf_optuna.model._statistics import collect_statistics
 from lrf_optuna.runtime._latency_table import latency_table
 from lrf_optuna.search._hull import hull_params
 from lrf_optuna.search._objective import Objective
-from lrf_optuna.search._settings import (
-    SearchSettings,
+from lrf_optuna.search._settings import SearchSettings, settings_from
+from lrf_optuna.search._settings_record import (
     has_record,
     record_settings,
     refuse_differences,
-    settings_from,
     stored_settings,
 )
 from lrf_optuna.search._space import SearchSpace
