@@ -17,27 +17,21 @@ Timings need a quiet machine: run the full mode alone, never beside other jobs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import os
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import harness
 import keras
 import numpy as np
 import optuna
-from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.model_io import load_model_file
 from lrf_optuna.storage import default_storage_url, open_storage
 from lrf_optuna.tflite import convert_tflite
 
-MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 CONV_METHODS = ("tucker2", "cp", "svd")
 RANK_FRACTION = 0.25
 
@@ -111,7 +105,7 @@ def table(rows: list[list], settings: Settings) -> str:
     for batch in settings.keras_batches:
         columns += [(f"keras b{batch} ms", ">12.3f"), ("x", ">6.2f")]
     columns += [("tflite b1 ms", ">12.3f"), ("x", ">6.2f")]
-    return fixed_width(columns, rows)
+    return harness.fixed_width(columns, rows)
 
 
 def tiny_model() -> keras.Model:
@@ -135,20 +129,16 @@ def tiny_knee(model: keras.Model) -> dict[str, tuple[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="a tiny model and search: a smoke test")
-    parser.add_argument("--models", nargs="+", default=None, help="reference model names (default: all)")
+    parser = harness.parser(__doc__, quick_help="a tiny model and search: a smoke test", models=[])
     parser.add_argument("--knee", default=None, help="also the Pareto knee of this existing study")
-    parser.add_argument("--knee-model", default=str(MODELS / "resnet_small.keras"), help="the study's model")
+    parser.add_argument(
+        "--knee-model", default=str(harness.MODELS / "resnet_small.keras"), help="the study's model"
+    )
     parser.add_argument(
         "--storage", default=None, help="the study's storage (default: sqlite:///studies/<knee>.db)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    start = time.perf_counter()
+    start = harness.start()
     settings = QUICK if args.quick else Settings()
     rows = []
     if args.quick:
@@ -156,16 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         plans = {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}
         rows += rows_for("tiny", model, {**plans, "search knee": tiny_knee(model)}, settings)
     else:
-        paths = (
-            [MODELS / f"{name}.keras" for name in args.models]
-            if args.models
-            else sorted(MODELS.glob("*.keras"))
-        )
-        for path in paths:
-            model = load_model_file(path)
-            rows += rows_for(
-                path.stem, model, {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}, settings
-            )
+        for name in args.models or sorted(path.stem for path in harness.MODELS.glob("*.keras")):
+            model = harness.reference_model(name)
+            plans = {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}
+            rows += rows_for(name, model, plans, settings)
     if args.knee:
         model = load_model_file(args.knee_model)
         storage = args.storage or default_storage_url(args.knee)
@@ -173,13 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += rows_for(
             Path(args.knee_model).stem, model, {f"knee of '{args.knee}'": knee_plan(model, study)}, settings
         )
-    print(
-        run_line("latency", quick=args.quick) + "\n"
+    header = (
+        harness.run_line("latency", quick=args.quick) + "\n"
         f"median ms per batch over {settings.runs} warm runs ({settings.warmup} untimed first); Keras "
-        "predict_on_batch on TensorFlow's threads, TFLite interpreter on 1 thread; x: compressed / original\n"
+        "predict_on_batch on TensorFlow's threads, TFLite interpreter on 1 thread; x: compressed / original"
     )
-    print(table(rows, settings))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    harness.report(f"{header}\n\n{table(rows, settings)}", args, started=start)
     return 0
 
 

@@ -17,12 +17,8 @@ classes); ``--quick`` uses a tiny CNN and few trials (a smoke test, < 60 s).
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import tempfile
@@ -30,10 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import harness
 import keras
 import numpy as np
 import optuna
-from tables import auto_width
 
 import lrf_optuna as lo
 from lrf_optuna.study import SamplerSettings, open_study
@@ -152,7 +148,7 @@ def evaluate_times(objective: lo.Objective, plans: list[dict]) -> list[float]:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    return auto_width(headers, ([_cell(v) for v in row] for row in rows))
+    return harness.auto_width(headers, ([_cell(v) for v in row] for row in rows))
 
 
 def _cell(value) -> str:
@@ -254,7 +250,6 @@ def evaluate_section(model, data, objective: lo.Objective, mode: Mode) -> list[s
 
 def run(mode: Mode, cache_dir: Path | None = None) -> str:
     start = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     model, description = build_model(mode)
     shape = tuple(model.inputs[0].shape[1:])
     data = np.random.default_rng(0).standard_normal((mode.samples, *shape)).astype("float32")
@@ -281,17 +276,14 @@ def run(mode: Mode, cache_dir: Path | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny model, few trials: a smoke test")
+    parser = harness.parser(__doc__, quick_help="tiny model, few trials: a smoke test")
     parser.add_argument(
-        "--cache-dir",
-        type=Path,
+        "--cache-dir", type=Path,
         help="keep the profile here and reuse it in later runs (default: a temporary directory)",
-    )
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    print(run(QUICK if args.quick else FULL, args.cache_dir), flush=True)
+    harness.start(progress=False)
+    harness.report(run(QUICK if args.quick else FULL, args.cache_dir), args)
     return 0
 
 
