@@ -49,26 +49,10 @@ class Mode:
     ranks_per_method: int
 
 
-FULL = Mode(
-    "full",
-    trials=150,
-    population=50,
-    layerwise_plans=2000,
-    model_plans=2,
-    samples=32,
-    repeats=2,
-    ranks_per_method=8,
-)
-QUICK = Mode(
-    "quick",
-    trials=20,
-    population=8,
-    layerwise_plans=200,
-    model_plans=2,
-    samples=16,
-    repeats=2,
-    ranks_per_method=2,
-)
+FULL = Mode("full", trials=150, population=50, layerwise_plans=2000, model_plans=2, samples=32, repeats=2,
+            ranks_per_method=8)  # fmt: skip
+QUICK = Mode("quick", trials=20, population=8, layerwise_plans=200, model_plans=2, samples=16, repeats=2,
+             ranks_per_method=2)  # fmt: skip
 
 
 def tiny_cnn() -> keras.Model:

@@ -20,10 +20,12 @@ def cells(line: str) -> list[str]:
 
 
 def table_rows(text: str, *headers: str) -> list[list[str]]:
-    """The rows of the plain-text table whose first column headers are ``headers`` (the rule
-    line under the header is skipped), up to the first blank or non-table line."""
+    """The rows of the plain-text table whose header line starts with the column headers
+    ``headers`` (any spacing; the rule line under it is skipped), up to the first blank or
+    non-table line."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if cells(line)[: len(headers)] == list(headers))
+    pattern = re.compile(r"\s+".join(map(re.escape, headers)) + r"(\s|$)")
+    start = next(i for i, line in enumerate(lines) if pattern.match(line))
     rows = []
     for line in lines[start + 1 :]:
         if set(line.replace(" ", "")) == {"-"}:
