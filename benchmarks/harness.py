@@ -18,10 +18,15 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    import optuna
 
 HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent / "studies" / "models"
@@ -36,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(**kwargs)
         self.quick_settings = dict(quick)
 
-    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
         parsed = super().parse_args(args, namespace)
         if getattr(parsed, "quick", False):
             vars(parsed).update(self.quick_settings)
@@ -134,11 +139,18 @@ def run_line(title: str, *, quick: bool) -> str:
     )
 
 
-def reference_model(name: str):
+def reference_model(name: str) -> keras.Model:
     """The trained reference model studies/models/NAME.keras (``lrf_optuna``'s safe loader)."""
     from lrf_optuna.model_io import load_model_file
 
-    return load_model_file(MODELS / f"{name}.keras")
+    path = MODELS / f"{name}.keras"
+    if not path.is_file():
+        known = sorted(p.stem for p in MODELS.glob("*.keras"))
+        raise FileNotFoundError(
+            f"Invalid reference model: expected one of {known} (studies/models/*.keras), received "
+            f"{name!r}. Pass one of those names (studies/train_*.py train them)."
+        )
+    return load_model_file(path)
 
 
 def calibration(x: np.ndarray, size: int, *, seed: int) -> np.ndarray:
@@ -148,7 +160,7 @@ def calibration(x: np.ndarray, size: int, *, seed: int) -> np.ndarray:
     return calibration_subset(x, size, seed=seed)
 
 
-def search(model, calibration: np.ndarray, args: argparse.Namespace, **options):
+def search(model: keras.Model, calibration: np.ndarray, args: argparse.Namespace, **options) -> optuna.Study:
     """An in-memory NSGA-II search (``lo.run_study``) with the script's ``--trials``, ``--seed``,
     ``--population`` and ``--cache``; ``options`` override them or add search settings."""
     import optuna

@@ -369,3 +369,8 @@ def test_harness_tables(harness):
     assert harness.shuffled(np.arange(5), np.arange(5) * 10, 3, seed=0)[1].tolist() == [
         10 * i for i in np.random.default_rng(0).permutation(5)[:3]
     ]
+
+
+def test_harness_reference_model_names_the_known_models(harness):
+    with pytest.raises(FileNotFoundError, match=r"expected one of \[.*'lenet5'.*received 'lenet_5'"):
+        harness.reference_model("lenet_5")
