@@ -20,23 +20,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
-import os
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import harness
 import numpy as np
 import optuna
-from tables import fixed_width, run_line
 
 import lrf_optuna as lo
-from lrf_optuna.files._models import load_model_file
-from lrf_optuna.results._compress import calibration_subset, materialize_as_searched
+from lrf_optuna.results._compress import materialize_as_searched
 from lrf_optuna.similarity._proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 
-MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
-REFERENCE_MODELS = ["lenet5", "vgg_small", "resnet_small", "mobilenet_small"]  # studies/README.md
 WEIGHT_ONLY = "hybrid, weight-only"
 CONV_METHODS = ("tucker2", "cp", "svd", "spatial_svd")
 VBMF = "VBMF (tucker2/svd)"
@@ -164,19 +157,16 @@ def bisect_weakening(model, analysis, data, args, base_accuracy) -> tuple[dict |
 
 
 def run_model(name: str, data, args) -> list[dict]:
-    model = load_model_file(MODELS / f"{name}.keras")
+    model = harness.reference_model(name)
     analysis = lo.analyze(model)  # traced once per model: every probe's surgery and costs
     base = lo.results.evaluate_accuracy(model, *data[1])
-    calibration = calibration_subset(data[0][0], args.calibration, seed=args.seed)
+    calibration = harness.calibration(data[0][0], args.calibration, seed=args.seed)
     rows = [{"model": name, "candidate": "uncompressed", "params_removed": 0.0, "macs_removed": 0.0,
              "acc_before_ft": base, "acc_after_ft": base, "ft_seconds": 0.0, "probes": 0, "search_s": 0.0}]  # fmt: skip
     for label, options in candidates(args.aggregator, args.candidates, args.metric).items():
         start = time.perf_counter()
         trials = args.model_proxy_trials if options.get("proxy") == "model" else args.trials
-        study = lo.run_study(
-            model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=label, n_trials=trials,
-            seed=args.seed, population_size=args.population, show_progress=False, cache_dir=args.cache, **options,
-        )  # fmt: skip
+        study = harness.search(model, calibration, args, study_name=label, n_trials=trials, **options)
         searched = time.perf_counter() - start
         logging.info("%s / %s: %d trials in %.0f s", name, label, trials, searched)
         best, probes = bisect_front(
@@ -208,7 +198,7 @@ def table(rows: list[dict]) -> str:
         return [r["model"], r["candidate"], 100 * r["params_removed"], 100 * r["macs_removed"], r["acc_before_ft"],
                 r["acc_after_ft"], "yes" if r.get("ok", True) else "NO", r["ft_seconds"], r["probes"], r["search_s"]]  # fmt: skip
 
-    return fixed_width(COLUMNS, map(cells, rows))
+    return harness.fixed_width(COLUMNS, map(cells, rows))
 
 
 GOALS = {"lenet5": 0.90, "vgg_small": 0.90, "resnet_small": 0.60}  # params removed, issue #5
@@ -260,7 +250,7 @@ def seed_summary(runs: dict[int, list[dict]]) -> tuple[str, list[dict]]:
     means = [
         {"model": m, "candidate": c, "params_removed": np.mean(v) / 100} for (m, c), v in removed.items()
     ]
-    return fixed_width(columns, lines), means
+    return harness.fixed_width(columns, lines), means
 
 
 def finetune_settings(args) -> str:
@@ -271,21 +261,19 @@ def finetune_settings(args) -> str:
     )
 
 
+QUICK = {"models": ["lenet5"], "trials": 24, "model_proxy_trials": 24, "population": 8, "calibration": 32,
+         "max_probes": 2, "train_size": 2000}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
-    parser.add_argument("--models", nargs="+", default=REFERENCE_MODELS)
-    parser.add_argument("--trials", type=int, default=2000, help="trials per search (default: %(default)s)")
+    parser = harness.parser(
+        __doc__, quick=QUICK, models=harness.REFERENCE_MODELS, seed=True, seeds=True, cache=True, search=True,
+        trials=2000,
+    )  # fmt: skip
     parser.add_argument(
-        "--model-proxy-trials",
-        type=int,
-        default=300,
+        "--model-proxy-trials", type=int, default=300,
         help="trials of the model-proxy search, a forward pass each (default: %(default)s)",
-    )
-    parser.add_argument("--population", type=int, default=50)
-    parser.add_argument("--calibration", type=int, default=256)
+    )  # fmt: skip
     parser.add_argument(
         "--epochs", type=int, default=1, help="fine-tuning epochs per probe (0: none, plans judged as built)"
     )
@@ -293,17 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         "--train-size", type=int, default=10000, help="fine-tuning images (default: %(default)s)"
     )
     parser.add_argument(
-        "--learning-rate",
-        type=float,
+        "--learning-rate", type=float,
         default=inspect.signature(lo.finetune).parameters["learning_rate"].default,
         help="fine-tuning's initial learning rate (default: the library's, %(default)s)",
-    )
+    )  # fmt: skip
     parser.add_argument(
-        "--distill",
-        action=argparse.BooleanOptionalAction,
-        default=True,
+        "--distill", action=argparse.BooleanOptionalAction, default=True,
         help="distill every fine-tuning run from the original model (default: yes, as lo.finetune)",
-    )
+    )  # fmt: skip
     parser.add_argument("--max-probes", type=int, default=4, help="fine-tuning runs per candidate")
     parser.add_argument(
         "--aggregator", choices=list(lo.similarity.AGGREGATORS), default=None, help="layerwise aggregator"
@@ -317,54 +302,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--candidates", nargs="+", default=None, help="only these candidates (labels as printed)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--seeds", type=int, nargs="+", default=None,
-        help="repeat the whole table once per seed (search, calibration, fine-tuning data and "
-        "initialization), then summarize params removed per seed (default: --seed only)",
-    )  # fmt: skip
-    parser.add_argument("--cache", default="studies/cache")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    harness.start()
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
     if args.quick:
-        (
-            args.models,
-            args.trials,
-            args.model_proxy_trials,
-            args.population,
-            args.calibration,
-            args.max_probes,
-        ) = (
-            ["lenet5"],
-            24,
-            24,
-            8,
-            32,
-            2,
-        )
-        args.train_size, x_test, y_test = 2000, x_test[:1000], y_test[:1000]
+        x_test, y_test = x_test[:1000], y_test[:1000]
     seeds, start, runs = args.seeds or [args.seed], time.perf_counter(), {}
     for seed in seeds:
         args.seed = seed  # probe() and run_model() read it
-        order = np.random.default_rng(seed).permutation(len(x_train))[: args.train_size]
-        data = ((x_train[order], y_train[order]), (x_test, y_test))
+        data = (harness.shuffled(x_train, y_train, args.train_size, seed=seed), (x_test, y_test))
         runs[seed] = [row for name in args.models for row in run_model(name, data, args)]
-    print(
-        run_line("compression at <= 1 point of test-accuracy loss", quick=args.quick) + "\n"
+    blocks = [
+        harness.run_line("compression at <= 1 point of test-accuracy loss", quick=args.quick) + "\n"
         f"search: NSGA-II, {args.trials} trials ({args.model_proxy_trials} with the model proxy), layerwise metric {args.metric or DEFAULT_METRIC}, aggregator {args.aggregator or DEFAULT_AGGREGATOR}, population {args.population}, calibration {args.calibration} "
-        f"training images; fine-tuning: {args.epochs} epoch(s) on {len(order)} training images ({finetune_settings(args)}), at most "
-        f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images; seed(s) {', '.join(map(str, seeds))}\n"
-    )  # fmt: skip
+        f"training images; fine-tuning: {args.epochs} epoch(s) on {len(data[0][0])} training images ({finetune_settings(args)}), at most "
+        f"{args.max_probes} runs per candidate; accuracy on {len(x_test)} test images; seed(s) {', '.join(map(str, seeds))}"
+    ]  # fmt: skip
     for seed, rows in runs.items():
-        print((f"seed {seed}\n" if len(runs) > 1 else "") + table(rows))
-        print("\n" + "\n".join(goals(rows)) + "\n")
+        blocks += [(f"seed {seed}\n" if len(runs) > 1 else "") + table(rows), "\n".join(goals(rows))]
     if len(runs) > 1:
         summary, means = seed_summary(runs)
-        print("params removed (%) at <= 1 point, by seed\n" + summary)
-        print("\non the means over seeds:\n" + "\n".join(goals(means)) + "\n")
-    print(f"total {time.perf_counter() - start:.0f} s")
+        blocks += ["params removed (%) at <= 1 point, by seed\n" + summary]
+        blocks += ["on the means over seeds:\n" + "\n".join(goals(means))]
+    harness.report("\n\n".join(blocks), args, started=start)
     return 0
 
 

@@ -6,9 +6,9 @@ python benchmarks/cp_als.py --quick    # (9, 32, 32) at rank 8
 
 from __future__ import annotations
 
-import argparse
 import time
 
+import harness
 import numpy as np
 import tensorly as tl
 from tensorly.decomposition import parafac
@@ -21,11 +21,10 @@ def relative_error(tensor: np.ndarray, factors: list[np.ndarray]) -> float:
     return float(np.linalg.norm(approx - tensor) / np.linalg.norm(tensor))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(__doc__, quick_help="(9, 32, 32) at rank 8")
     parser.add_argument("--iterations", type=int, default=25)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     channels, rank = (32, 8) if args.quick else (256, 64)
     tensor = np.random.default_rng(0).standard_normal((9, channels, channels))
     start = time.perf_counter()
@@ -38,11 +37,13 @@ def main() -> None:
         )
     theirs_s = time.perf_counter() - start
     theirs = [factors[0] * weights, factors[1], factors[2]]
-    print(f"tensor (9, {channels}, {channels}), rank {rank}, {args.iterations} ALS iterations")
-    print(f"{'implementation':<22} {'seconds':>8} {'relative error':>15}")
-    print(f"{'lrf_optuna cp_als':<22} {ours_s:>8.2f} {relative_error(tensor, ours):>15.4f}")
-    print(f"{'tensorly parafac':<22} {theirs_s:>8.2f} {relative_error(tensor, theirs):>15.4f}")
+    columns = [("implementation", "<22"), ("seconds", ">8.2f"), ("relative error", ">15.4f")]
+    rows = [("lrf_optuna cp_als", ours_s, relative_error(tensor, ours)),
+            ("tensorly parafac", theirs_s, relative_error(tensor, theirs))]  # fmt: skip
+    title = f"tensor (9, {channels}, {channels}), rank {rank}, {args.iterations} ALS iterations"
+    harness.report(title + "\n" + harness.fixed_width(columns, rows, rule=False), args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -13,19 +13,14 @@ data-aware + refit (the default with ``calibration=``).
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
+import harness
 import keras
 import numpy as np
-from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 
-HERE = Path(__file__).resolve().parent
-MODELS = HERE.parent / "studies" / "models"
-RESULTS = HERE / "results" / "data_aware.txt"
 FRACTIONS = (0.5, 0.3, 0.2)
 COLUMNS = [
     ("model", "<12"), ("method", "<11"), ("rank", ">4"), ("layers", ">6"), ("params -%", ">9.1f"),
@@ -76,7 +71,7 @@ def bench_model(name: str, model, calibration: np.ndarray, x: np.ndarray, y: np.
             (aw, ew), (ad, ed), (ar, er) = (scores(m, reference, x, y) for m in variants)
             row = (name, method, f"{round(100 * fraction)}%", len(plan), removed, aw, ad, ar, ew, ed, er)
             rows.append(row)
-            print(fixed_width(COLUMNS, [row]).splitlines()[-1], file=sys.stderr, flush=True)
+            print(harness.fixed_width(COLUMNS, [row]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -99,11 +94,12 @@ def tiny_model() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--models", nargs="+", default=["lenet5", "vgg_small", "resnet_small"])
+    parser = harness.parser(
+        __doc__, quick_help="tiny random CNN, labels = its own predictions",
+        models=["lenet5", "vgg_small", "resnet_small"], results="data_aware",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    lines = [run_line("data-aware factorization, accuracy before fine-tuning", quick=args.quick)]
+    lines = [harness.run_line("data-aware factorization, accuracy before fine-tuning", quick=args.quick)]
     rows = []
     if args.quick:
         model, calibration, x, y = tiny_model()
@@ -112,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         (x_train, _), (x_test, y_test) = lo.data.fashion_mnist()
         calibration, x, y = x_train[:512], x_test[:2000], y_test[:2000]
         for name in args.models:
-            model = keras.models.load_model(MODELS / f"{name}.keras")
+            model = harness.reference_model(name)
             accuracy = scores(model, model.predict(x, verbose=0), x, y)[0]
             lines.append(f"{name}: original accuracy {accuracy:.4f} on the first 2000 test images")
             rows += bench_model(name, model, calibration, x, y)
@@ -121,12 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         "weights / data / refit: accuracy with weight-only factors, data-aware factors, data-aware + refit;",
         "err: relative error of the network outputs against the original model's",
         "",
-        fixed_width(COLUMNS, rows),
+        harness.fixed_width(COLUMNS, rows),
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.quick:
-        RESULTS.write_text(text + "\n")
+    harness.report("\n".join(lines), args)
     return 0
 
 

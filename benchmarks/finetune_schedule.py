@@ -11,21 +11,13 @@ Fashion-MNIST test images. The library's default (``lo.finetune``) follows this 
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np
-import optuna
-from compression_table import MODELS, REFERENCE_MODELS, front, params_removed
-from tables import fixed_width, run_line
+import harness
+from compression_table import front, params_removed
 
 import lrf_optuna as lo
-from lrf_optuna.files._models import load_model_file
-from lrf_optuna.results._compress import calibration_subset, materialize_as_searched
+from lrf_optuna.results._compress import materialize_as_searched
 from lrf_optuna.similarity._proxy import DEFAULT_AGGREGATOR
 
 # label: (schedule, learning rate, distill from the original model)
@@ -49,15 +41,13 @@ def pick_plans(analysis, study, targets: list[float]) -> list[dict]:
 
 def run(name: str, args) -> list[dict]:
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
-    order = np.random.default_rng(args.seed).permutation(len(x_train))[: args.train_size]
-    train, test = (x_train[order], y_train[order]), (x_test[: args.test_size], y_test[: args.test_size])
-    model = load_model_file(MODELS / f"{name}.keras")
-    study = lo.run_study(
-        model, calibration_subset(x_train, args.calibration, seed=args.seed),
-        storage=optuna.storages.InMemoryStorage(), n_trials=args.trials, seed=args.seed,
-        population_size=args.population, show_progress=False, cache_dir=args.cache,
-        **({"aggregator": args.aggregator} if args.aggregator else {}),
-    )  # fmt: skip
+    train = harness.shuffled(x_train, y_train, args.train_size, seed=args.seed)
+    test = x_test[: args.test_size], y_test[: args.test_size]
+    model = harness.reference_model(name)
+    calibration = harness.calibration(x_train, args.calibration, seed=args.seed)
+    study = harness.search(
+        model, calibration, args, **({"aggregator": args.aggregator} if args.aggregator else {})
+    )
     analysis, rows = lo.analyze(model), []
     for plan in pick_plans(analysis, study, args.targets):
         row = {"model": name, "params_removed": 1 - analysis.plan_cost(plan).params / analysis.cost.params}
@@ -82,21 +72,20 @@ def table(rows: list[dict], labels: list[str]) -> str:
         ("acc pre-FT", ">10.4f"),
         *((label, ">16.4f") for label in labels),
     ]
-    return fixed_width(columns, ([r["model"], 100 * r["params_removed"], r["before"], *(r[label] for label in labels)]
+    return harness.fixed_width(columns, ([r["model"], 100 * r["params_removed"], r["before"], *(r[label] for label in labels)]
                                  for r in rows))  # fmt: skip
 
 
+QUICK = {"models": ["lenet5"], "targets": [0, 0.7], "trials": 24, "population": 8, "calibration": 32,
+         "train_size": 2000, "test_size": 1000}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = harness.parser(
+        __doc__, quick=QUICK, models=harness.REFERENCE_MODELS, seed=True, cache=True, search=True, trials=300
     )
-    parser.add_argument("--quick", action="store_true", help="tiny budgets and data (smoke test)")
-    parser.add_argument("--models", nargs="+", default=REFERENCE_MODELS)
     parser.add_argument("--targets", type=float, nargs="+", default=[0, 0.3, 0.6, 0.9])
     parser.add_argument("--schedules", nargs="+", choices=list(SCHEDULES), default=DEFAULT_SCHEDULES)
-    parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--population", type=int, default=50)
-    parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--test-size", type=int, default=10000)
@@ -104,32 +93,18 @@ def main(argv: list[str] | None = None) -> int:
         "--aggregator", choices=list(lo.similarity.AGGREGATORS), default=None,
         help="the search's layerwise aggregator (default: the library's)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", default="studies/cache")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.quick:
-        args.models, args.targets, args.trials, args.population, args.calibration = (
-            ["lenet5"],
-            [0, 0.7],
-            24,
-            8,
-            32,
-        )
-        args.train_size, args.test_size = 2000, 1000
-    start = time.perf_counter()
+    start = harness.start()
     rows = [row for name in args.models for row in run(name, args)]
-    print(
-        run_line("fine-tuning schedules", quick=args.quick) + "\n"
+    header = (
+        harness.run_line("fine-tuning schedules", quick=args.quick) + "\n"
         f"models {', '.join(args.models)}; hybrid search: NSGA-II, {args.trials} trials, aggregator "
         f"{args.aggregator or DEFAULT_AGGREGATOR}, calibration {args.calibration} "
         f"images; plans nearest {[t for t in args.targets if t > 0]} of params removed on the 2-D front; one run of Adam, "
         f"{args.epochs} epoch(s) on {args.train_size} training images, batch 128; accuracy on "
-        f"{args.test_size} test images\n"
+        f"{args.test_size} test images"
     )
-    print(table(rows, args.schedules))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    harness.report(f"{header}\n\n{table(rows, args.schedules)}", args, started=start)
     return 0
 
 

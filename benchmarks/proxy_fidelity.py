@@ -30,18 +30,14 @@ import os
 import platform
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import harness
 import numpy as np
-import optuna
 import pandas as pd
 
 import lrf_optuna as lo
-from lrf_optuna.files._models import load_model_file
-from lrf_optuna.results._compress import calibration_subset, materialize_as_searched
+from lrf_optuna.results._compress import materialize_as_searched
 from lrf_optuna.similarity._proxy import DEFAULT_AGGREGATOR, DEFAULT_METRIC
 
-MODELS = Path(__file__).resolve().parent.parent / "studies" / "models"
 TITLE = "Spearman rank correlation of each proxy with test accuracy"
 DEFAULT_PROXY = f"layerwise {DEFAULT_METRIC}/{DEFAULT_AGGREGATOR}"
 TARGETS = {"acc_after_ft": "", "acc_after_ft|params": " given params"}
@@ -112,12 +108,13 @@ def summary(paths: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    quick = {"plans": 4, "trials": 24, "calibration": 32}
+    parser = harness.parser(
+        __doc__, quick_help="few plans and trials, 1000 images", quick=quick, seed=True, cache=True,
+        search=True, trials=300,
+    )  # fmt: skip
     parser.add_argument("--model", default="lenet5")
-    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--plans", type=int, default=16)
-    parser.add_argument("--trials", type=int, default=300)
-    parser.add_argument("--calibration", type=int, default=256)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune each plan once (1 epoch)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lo.finetune's)")
     parser.add_argument(
@@ -133,69 +130,71 @@ def main(argv: list[str] | None = None) -> int:
         "--distill", action=argparse.BooleanOptionalAction, default=True,
         help="distill each fine-tuning run from the original model (default: yes, as lo.finetune)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", nargs="+", type=Path, help="only summarize these saved outputs")
     args = parser.parse_args(argv)
     if args.summary:
-        print(summary(args.summary))
+        harness.report(summary(args.summary), args)
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress on stderr
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    harness.start()  # progress on stderr
     (x_train, y_train), (x_test, y_test) = lo.data.fashion_mnist()
     if args.quick:
-        args.plans, args.trials, args.calibration = 4, 24, 32
         x_train, y_train, x_test, y_test = x_train[:1000], y_train[:1000], x_test[:500], y_test[:500]
-    model = load_model_file(MODELS / f"{args.model}.keras")
-    calibration = calibration_subset(x_train, args.calibration, seed=args.seed)
+    model = harness.reference_model(args.model)
+    calibration = harness.calibration(x_train, args.calibration, seed=args.seed)
     if args.train_size:  # fine-tuning data only: the calibration (hence the plans) stays the same
-        order = np.random.default_rng(args.seed).permutation(len(x_train))[: args.train_size]
-        x_train, y_train = x_train[order], y_train[order]
+        x_train, y_train = harness.shuffled(x_train, y_train, args.train_size, seed=args.seed)
     settings = lo.ProfileSettings(output_samples=args.calibration)  # the output_* columns too
     profile = lo.profile_model(
-        model, calibration, settings=settings, cache_dir="studies/cache", show_progress=False
+        model, calibration, settings=settings, cache_dir=args.cache, show_progress=False
     )
-    study = lo.run_study(model, calibration, storage=optuna.storages.InMemoryStorage(), n_trials=args.trials,
-                         seed=args.seed, show_progress=False, profile=profile)  # fmt: skip
+    study = harness.search(model, calibration, args, profile=profile)
     scorers = proxies(model, calibration, profile)
     rows = []
     for trial in lo.results.spread_trials(
         lo.results.pareto_trials(study), args.plans, metric_names=study.metric_names
     ):
-        plan = lo.plan_from_trial(model, trial, study=study)
-        compressed = materialize_as_searched(
-            model, plan, study, None, calibration=calibration, seed=args.seed
+        rows.append(
+            score_plan(model, trial, study, calibration, scorers, (x_train, y_train), (x_test, y_test), args)
         )
-        row = {
-            "trial": trial.number,
-            "params": trial.values[0],
-            "acc_before_ft": lo.results.evaluate_accuracy(compressed, x_test, y_test),
-        }
-        if args.finetune:
-            options = {"learning_rate": args.lr, "schedule": args.schedule}
-            result = lo.finetune(
-                compressed, (x_train, y_train), validation_data=(x_test, y_test), epochs=1, seed=args.seed,
-                original=model, distill=args.distill, **{name: value for name, value in options.items() if value is not None},
-            )  # fmt: skip
-            row["acc_after_ft"] = result.accuracy_finetuned
-        row.update({name: scorer(plan) for name, scorer in scorers.items()})
-        rows.append(row)
-        logging.info("plan %d: trial %d, %d params, accuracy %s", len(rows), trial.number, row["params"],
-                     ", ".join(f"{row[k]:.4f}" for k in ("acc_before_ft", "acc_after_ft") if k in row))  # fmt: skip
+        logging.info("plan %d: trial %d, %d params, accuracy %s", len(rows), trial.number, rows[-1]["params"],
+                     ", ".join(f"{rows[-1][k]:.4f}" for k in ("acc_before_ft", "acc_after_ft") if k in rows[-1]))  # fmt: skip
     frame = pd.DataFrame(rows)
     targets = [c for c in ("acc_before_ft", "acc_after_ft") if c in frame]
     table = frame[[*targets, *scorers]].corr(method="spearman").loc[list(scorers), targets]
     for target in targets:
         table[f"{target}|params"] = partial_spearman(frame, list(scorers), target, "params")
     default = "lo.finetune's"
-    print(f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
-          f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, "
-          f"fine-tune: 1 epoch on {len(x_train)} images, learning rate {args.lr or default}, schedule {args.schedule or default}, "
-          f"{'distilled from the original' if args.distill else 'labels only'}")  # fmt: skip
-    print(f"{TITLE} (| params: partial, given params)")
-    print(table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))
-    print()
-    print(frame[["trial", "params", *targets]].to_string(index=False))
+    lines = [
+        f"# {datetime.date.today()} on {platform.machine()} ({os.cpu_count()} cores); model={args.model}, "
+        f"plans={len(frame)}, trials={args.trials}, calibration={args.calibration}, "
+        f"fine-tune: 1 epoch on {len(x_train)} images, learning rate {args.lr or default}, schedule {args.schedule or default}, "
+        f"{'distilled from the original' if args.distill else 'labels only'}",
+        f"{TITLE} (| params: partial, given params)",
+        table.sort_values(targets[-1], ascending=False).to_string(float_format=lambda v: f"{v:.3f}"),
+        "",
+        frame[["trial", "params", *targets]].to_string(index=False),
+    ]  # fmt: skip
+    harness.report("\n".join(lines), args)
     return 0
+
+
+def score_plan(model, trial, study, calibration, scorers, train, test, args) -> dict:
+    """One front plan: its test accuracy before (and with ``--finetune`` after) fine-tuning, every proxy's score."""
+    plan = lo.plan_from_trial(model, trial, study=study)
+    compressed = materialize_as_searched(model, plan, study, None, calibration=calibration, seed=args.seed)
+    row = {
+        "trial": trial.number,
+        "params": trial.values[0],
+        "acc_before_ft": lo.results.evaluate_accuracy(compressed, *test),
+    }
+    if args.finetune:
+        options = {"learning_rate": args.lr, "schedule": args.schedule}
+        result = lo.finetune(
+            compressed, train, validation_data=test, epochs=1, seed=args.seed, original=model, distill=args.distill,
+            **{name: value for name, value in options.items() if value is not None},
+        )  # fmt: skip
+        row["acc_after_ft"] = result.accuracy_finetuned
+    return row | {name: scorer(plan) for name, scorer in scorers.items()}
 
 
 if __name__ == "__main__":

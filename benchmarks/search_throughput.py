@@ -17,12 +17,8 @@ classes); ``--quick`` uses a tiny CNN and few trials (a smoke test, < 60 s).
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import tempfile
@@ -30,10 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import harness
 import keras
 import numpy as np
 import optuna
-from tables import auto_width
 
 import lrf_optuna as lo
 from lrf_optuna.search._study import SamplerSettings, open_study
@@ -53,26 +49,10 @@ class Mode:
     ranks_per_method: int
 
 
-FULL = Mode(
-    "full",
-    trials=150,
-    population=50,
-    layerwise_plans=2000,
-    model_plans=2,
-    samples=32,
-    repeats=2,
-    ranks_per_method=8,
-)
-QUICK = Mode(
-    "quick",
-    trials=20,
-    population=8,
-    layerwise_plans=200,
-    model_plans=2,
-    samples=16,
-    repeats=2,
-    ranks_per_method=2,
-)
+FULL = Mode("full", trials=150, population=50, layerwise_plans=2000, model_plans=2, samples=32, repeats=2,
+            ranks_per_method=8)  # fmt: skip
+QUICK = Mode("quick", trials=20, population=8, layerwise_plans=200, model_plans=2, samples=16, repeats=2,
+             ranks_per_method=2)  # fmt: skip
 
 
 def tiny_cnn() -> keras.Model:
@@ -152,7 +132,7 @@ def evaluate_times(objective: lo.search.Objective, plans: list[dict]) -> list[fl
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    return auto_width(headers, ([_cell(v) for v in row] for row in rows))
+    return harness.auto_width(headers, ([_cell(v) for v in row] for row in rows))
 
 
 def _cell(value) -> str:
@@ -254,7 +234,6 @@ def evaluate_section(model, data, objective: lo.search.Objective, mode: Mode) ->
 
 def run(mode: Mode, cache_dir: Path | None = None) -> str:
     start = time.perf_counter()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     model, description = build_model(mode)
     shape = tuple(model.inputs[0].shape[1:])
     data = np.random.default_rng(0).standard_normal((mode.samples, *shape)).astype("float32")
@@ -281,17 +260,14 @@ def run(mode: Mode, cache_dir: Path | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="tiny model, few trials: a smoke test")
+    parser = harness.parser(__doc__, quick_help="tiny model, few trials: a smoke test")
     parser.add_argument(
-        "--cache-dir",
-        type=Path,
+        "--cache-dir", type=Path,
         help="keep the profile here and reuse it in later runs (default: a temporary directory)",
-    )
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    print(run(QUICK if args.quick else FULL, args.cache_dir), flush=True)
+    harness.start(progress=False)
+    harness.report(run(QUICK if args.quick else FULL, args.cache_dir), args)
     return 0
 
 

@@ -11,21 +11,15 @@ python benchmarks/stage_layers.py --quick   # batch 8, tiny maps: checks the scr
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
+import harness
 import keras
 import numpy as np
 import tensorflow as tf
-from tables import fixed_width, run_line
 
 L = keras.layers
-RESULTS = Path(__file__).parent / "results" / "stage_layers.txt"
 
 
 def time_layer(layer: keras.layers.Layer, shape: tuple[int, ...], *, runs: int, seed: int = 0) -> float:
@@ -66,11 +60,12 @@ def cases(batch: int, size: int, channels: int, rank: int) -> list[tuple[str, st
     ]  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--runs", type=int, default=None)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = harness.parser(
+        __doc__, quick_help="batch 8, tiny maps: checks the script runs", results="stage_layers"
+    )
+    parser.add_argument("--runs", type=int, default=None, help="warm runs per layer (default: 15, quick: 3)")
+    args = parser.parse_args(argv)
     batch, size, channels, rank = (8, 6, 8, 4) if args.quick else (256, 14, 64, 16)
     runs = args.runs or (3 if args.quick else 15)
     keras.utils.set_random_seed(0)
@@ -78,19 +73,15 @@ def main() -> None:
     for kind, description, make, shape in cases(batch, size, channels, rank):
         rows.append((kind, description, "x".join(map(str, shape)), time_layer(make(), shape, runs=runs)))
     columns = [("stage kind", "<42"), ("layer", "<34"), ("input", "<18"), ("median ms", ">10.2f")]
-    text = "\n".join(
-        [
-            run_line("replacement-chain layers on TensorFlow CPU kernels", quick=args.quick),
-            f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {runs} warm runs per layer",
-            "",
-            fixed_width(columns, rows),
-        ]
-    )
-    print(text)
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    lines = [
+        harness.run_line("replacement-chain layers on TensorFlow CPU kernels", quick=args.quick),
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {runs} warm runs per layer",
+        "",
+        harness.fixed_width(columns, rows),
+    ]
+    harness.report("\n".join(lines), args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

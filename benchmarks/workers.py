@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads: one BLAS thread per worker
 
 import argparse
 import dataclasses
@@ -35,10 +34,10 @@ import time
 import uuid
 from pathlib import Path
 
+import harness
 import keras
 import numpy as np
 import optuna
-from tables import fixed_width
 
 L = keras.layers
 POSTGRES_ENV = "LRF_OPTUNA_TEST_POSTGRES_URL"
@@ -161,14 +160,11 @@ def table(rows: list[dict]) -> str:
         base.setdefault(key, rate)
         cells.append([row["storage"], row["objective"], row["workers"], row["trials"], row["pruned"],
                       row["seconds"], rate, f"{rate / base[key]:.2f}x"])  # fmt: skip
-    return fixed_width(COLUMNS, cells)
+    return harness.fixed_width(COLUMNS, cells)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="Journal only, 2 workers, 12 trials")
+    parser = harness.parser(__doc__, quick_help="Journal only, 2 workers, 12 trials")
     parser.add_argument("--postgres", default=os.environ.get(POSTGRES_ENV), help=f"default: ${POSTGRES_ENV}")
     for name in ("--child", "--dir", "--storage", "--study", "--trials", "--objective", "--worker-id"):
         parser.add_argument(name, action="store_true" if name == "--child" else None, help=argparse.SUPPRESS)
@@ -178,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         child(args)
         return 0
     mode = QUICK if args.quick else FULL
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"worker scaling ({mode.name} mode): {mode.trials} trials per study, NSGA-II population 50")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
-          f"optuna {optuna.__version__}")  # fmt: skip
+    harness.start(progress=False)
+    lines = [
+        f"worker scaling ({mode.name} mode): {mode.trials} trials per study, NSGA-II population 50",
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+        f"optuna {optuna.__version__}",
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
@@ -190,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if mode.postgres and args.postgres:
             storages.append(("postgresql", args.postgres))
         elif mode.postgres:
-            print(f"postgresql: skipped (no --postgres URL and ${POSTGRES_ENV} unset)")
+            lines.append(f"postgresql: skipped (no --postgres URL and ${POSTGRES_ENV} unset)")
         for name, base_url in storages:
             for objective in OBJECTIVES:
                 for workers in mode.workers:
@@ -200,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append({"storage": name, "objective": objective, "workers": workers, **row})
                     print(f"  {name} {objective} x{workers}: {time.perf_counter() - started:.1f} s wall",
                           file=sys.stderr, flush=True)  # fmt: skip
-    print(table(rows))
+    harness.report("\n".join([*lines, table(rows)]), args)
     return 0
 
 

