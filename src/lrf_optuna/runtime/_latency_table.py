@@ -23,7 +23,7 @@ not decide it):
   prediction at or below zero would be an optimum the search chases. With paired deltas
   the guard did not bind on the reference models (the lowest reachable prediction, every
   layer at its most negative delta, 2026-12-01, loaded 2-core box: TFLite 0.14x-0.63x of
-  the base, Keras b64 0.49x lenet5 / 0.91x mobilenet), so it changes no ranking there.
+  the base; Keras b64 0.41x-0.91x), so it changes no ranking there.
 
 Tables are cached as JSON (atomic writes, one process measures under a lock), keyed by the
 architecture (not the weights: latency does not depend on their values), runtime, batch
