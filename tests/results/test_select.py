@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 
@@ -16,9 +18,14 @@ from lrf_optuna.results._selection import (
 DIRECTIONS = ["minimize", "minimize", "maximize"]
 
 
-def make_study(points, *, constraints=None, attrs=None) -> optuna.Study:
-    """A study holding COMPLETE trials with the given (params, MACs, similarity) values."""
+def make_study(points, *, constraints=None, attrs=None, names=None) -> optuna.Study:
+    """A study holding COMPLETE trials with the given (params, MACs, similarity) values
+    (or the objectives ``names``, all minimized but the last)."""
     study = optuna.create_study(directions=DIRECTIONS)
+    if names is not None:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(names))
     distribution = optuna.distributions.FloatDistribution(0, 1)
     for index, values in enumerate(points):
         system = {}
@@ -45,6 +52,27 @@ def test_pareto_trials_drop_dominated_ones_and_sort_by_params():
 def test_knee_is_the_point_farthest_above_the_chord():
     # normalized: x = (p - 10) / 90, y = (s - 0.2) / 0.8; y - chord is largest at 40 params
     assert select_trial(make_study(FRONT)).values[0] == 40
+
+
+# (params, latency ms, similarity), all on the front: by params the knee is 40 params (as FRONT);
+# by latency (normalized x = (ms - 1) / 9, y = (s - 0.2) / 0.8) it is the 2 ms trial, 70 params.
+LATENCY_FRONT = [(10, 1.0, 0.20), (20, 5.0, 0.60), (40, 9.0, 0.90), (70, 2.0, 0.95), (100, 10.0, 1.0)]
+
+
+def test_knee_cost_is_latency_when_latency_is_an_objective():
+    flops = {i: {"flops": 20 * p} for i, (p, _, _) in enumerate(LATENCY_FRONT)}  # recorded, as searches do
+    study = make_study(LATENCY_FRONT, attrs=flops, names=("params", "latency", "similarity"))
+    assert select_trial(study).values[:2] == [70, 2.0]
+
+
+def test_knee_cost_stays_params_when_latency_is_only_recorded():
+    """Default objectives pick the same trial as before, latency user attrs or not."""
+    points = [(p, 20 * p, s) for p, _, s in LATENCY_FRONT]
+    attrs = {i: {"latency_ms": ms} for i, (_, ms, _) in enumerate(LATENCY_FRONT)}
+    assert (
+        select_trial(make_study(points, attrs=attrs, names=("params", "flops", "similarity"))).values[0] == 40
+    )
+    assert select_trial(make_study(FRONT, names=("params", "flops", "similarity"))).values[0] == 40
 
 
 def test_knee_of_two_points_is_the_more_similar():

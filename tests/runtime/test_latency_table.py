@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -34,11 +35,14 @@ def params_as_latency(monkeypatch):
     """A timer whose "milliseconds" are the timed model's params: deltas become exact."""
     calls = []
 
-    def fake_time(model, settings):
-        calls.append(model.name)
-        return float(model.count_params())
+    def fake_timer(model, settings):
+        def timer(n):
+            calls.append(model.name)
+            return np.full(n, float(model.count_params()))
 
-    monkeypatch.setattr(lt, "_time", fake_time)
+        return timer
+
+    monkeypatch.setattr(lt, "_timer", fake_timer)
     return calls
 
 
@@ -52,6 +56,65 @@ def test_prediction_is_base_plus_deltas_of_the_materialized_chains(params_as_lat
             for rank in ranks:
                 plan = {layer: (method, rank)}
                 assert table.predict(plan) == lo.model_cost(lo.materialize(model, plan)).params
+
+
+def test_one_burst_of_load_on_the_original_layer_does_not_move_its_deltas(monkeypatch):
+    """Timing blocks are numbered in the order they run; block 1 is the first block of the first
+    layer's original (block 0 times the whole model) and runs 1000 "ms" slow."""
+    blocks = []
+
+    def bursty_timer(model, settings):
+        def timer(n):
+            blocks.append(model.name)
+            return np.full(n, float(model.count_params()) + (1000.0 if len(blocks) == 2 else 0.0))
+
+        return timer
+
+    monkeypatch.setattr(lt, "_timer", bursty_timer)
+    model, methods = tiny_cnn(), {"conv1": ("svd",)}
+    table = latency_table(model, SETTINGS, methods)
+    ranks, deltas = table.deltas[("conv1", "svd")]
+    exact = [lo.model_cost(lo.materialize(model, {"conv1": ("svd", r)})).params - model.count_params()
+             for r in ranks]  # fmt: skip
+    assert deltas == tuple(float(d) for d in exact)
+    blocks.clear()  # timed once (rounds=1, the former procedure), the burst shifts the first delta
+    single = latency_table(model, dataclasses.replace(SETTINGS, rounds=1), methods)
+    assert single.deltas[("conv1", "svd")][1][0] == exact[0] - 1000.0
+
+
+def test_isotonic_regression_pools_adjacent_violators():
+    # by hand: 3 > 2 pool to 2.5; 4 > 0 pool to 2; 2.5 > 2 pool (3, 2, 4, 0) to 2.25
+    np.testing.assert_array_equal(lt.isotonic_increasing([1, 3, 2, 4, 0, 5]), [1, 2.25, 2.25, 2.25, 2.25, 5])
+    np.testing.assert_array_equal(lt.isotonic_increasing([2, 2, 1]), [5 / 3] * 3)
+    np.testing.assert_array_equal(lt.isotonic_increasing([0.5, 1, 7]), [0.5, 1, 7])  # already sorted
+    assert lt.isotonic_increasing([]).shape == (0,)
+
+
+def test_stored_deltas_do_not_fall_as_rank_grows(monkeypatch):
+    """The middle grid rank's chain is timed 500 "ms" slow: its jump is pooled with its neighbours."""
+    model = tiny_cnn()
+    ranks = tuple(lt.rank_grid(lo.analyze(model).specs["conv2"].useful_ranks["svd"], 3))
+    rest = model.count_params() - model.get_layer("conv2").count_params()  # the timed chain is alone
+    middle = lo.model_cost(lo.materialize(model, {"conv2": ("svd", ranks[1])})).params - rest
+
+    def spiky_timer(model, settings):
+        params = float(model.count_params())
+        return lambda n: np.full(n, params + (500.0 if params == middle else 0.0))
+
+    monkeypatch.setattr(lt, "_timer", spiky_timer)
+    table = latency_table(model, SETTINGS, {"conv2": ("svd",)})
+    raw = [lo.model_cost(lo.materialize(model, {"conv2": ("svd", r)})).params - model.count_params()
+           for r in ranks]  # fmt: skip
+    raw[1] += 500.0
+    assert raw[1] > raw[2]  # the spike breaks the order...
+    stored = table.deltas[("conv2", "svd")][1]
+    np.testing.assert_allclose(stored, [raw[0], (raw[1] + raw[2]) / 2, (raw[1] + raw[2]) / 2])  # ...pooled
+
+
+def test_prediction_is_floored_at_a_fraction_of_the_base():
+    table = LatencyTable(10.0, {("a", "svd"): ((1, 5), (-12.0, -2.0))}, {"a": 1})
+    assert table.predict({"a": ("svd", 1)}) == pytest.approx(lt.FLOOR * 10.0)
+    assert table.predict({"a": ("svd", 5)}) == pytest.approx(8.0)
 
 
 def test_ranks_between_grid_points_are_interpolated_linearly():
@@ -68,7 +131,7 @@ def test_shared_layer_counts_its_delta_per_call(params_as_latency):
     table = latency_table(model, SETTINGS, {"shared": ("svd",)})
     ranks, deltas = table.deltas[("shared", "svd")]
     assert table.calls == {"shared": 2}
-    assert table.predict({"shared": ("svd", ranks[0])}) == model.count_params() + 2 * deltas[0]
+    assert table.predict({"shared": ("svd", ranks[-1])}) == model.count_params() + 2 * deltas[-1]
 
 
 def test_cache_is_reused_and_keyed_by_settings(params_as_latency, tmp_path):
@@ -99,6 +162,8 @@ def test_real_timer_gives_positive_finite_numbers():
     [
         ({"runtime": "onnx"}, "expected one of ['keras', 'tflite'], received 'onnx'"),
         ({"batch_size": 0}, "Invalid latency `batch_size`: expected an integer >= 1, received 0"),
+        ({"rounds": 0}, "Invalid latency `rounds`: expected an integer >= 1, received 0"),
+        ({"threads": 0}, "Invalid latency `threads`: expected None or an integer >= 1, received 0"),
     ],
 )
 def test_bad_settings_are_refused(options, message):

@@ -52,14 +52,21 @@ def spread_trials(
     return [ordered[i] for i in picks]
 
 
+def _knee_cost(metric_names) -> str:
+    """The knee's cost axis: ``latency`` when the study searched it (what the user asked to
+    reduce), else ``params`` (every other study, as before)."""
+    return "latency" if "latency" in (metric_names or ()) else "params"
+
+
 def _knee(front: list[optuna.trial.FrozenTrial], metric_names) -> optuna.trial.FrozenTrial:
-    """Kneedle on (params, similarity): the point farthest above the chord joining the
-    most compressed and the most similar ends of the front (diminishing returns start)."""
+    """Kneedle on (cost, similarity), cost as ``_knee_cost`` says: the point farthest above the
+    chord joining the cheapest and the most similar ends of the front (diminishing returns start)."""
+    cost = _knee_cost(metric_names)
     metrics = {t.number: trial_metrics(t, metric_names) for t in front}
-    ordered = sorted(front, key=lambda t: metrics[t.number]["params"])
+    ordered = sorted(front, key=lambda t: (metrics[t.number][cost], metrics[t.number]["params"]))
     if len(ordered) < 3:
         return ordered[-1]
-    points = np.array([[metrics[t.number]["params"], metrics[t.number]["similarity"]] for t in ordered])
+    points = np.array([[metrics[t.number][cost], metrics[t.number]["similarity"]] for t in ordered])
     span = np.ptp(points, axis=0)
     x, y = ((points - points.min(axis=0)) / np.where(span > 0, span, 1.0)).T
     chord = y[0] + (y[-1] - y[0]) * (x - x[0]) / max(x[-1] - x[0], 1e-12)
@@ -73,7 +80,8 @@ def select_trial(
     min_similarity: float | None = None,
     max_params: int | None = None,
 ) -> optuna.trial.FrozenTrial:
-    """The knee of the Pareto front, or: a trial number; the fewest params with
+    """The knee of the Pareto front (cost: predicted latency when it is an objective, else params),
+    or: a trial number; the fewest params with
     similarity >= ``min_similarity``; the most similar with params <= ``max_params``."""
     chosen = [o for o in (trial_number, min_similarity, max_params) if o is not None]
     if len(chosen) > 1:

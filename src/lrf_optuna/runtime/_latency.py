@@ -76,17 +76,23 @@ def measure_latency(
             raise ValueError(f"Invalid `{name}`: expected an integer >= {least}, received {value!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"Invalid `threads`: expected None or an integer >= 1, received {threads!r}")
-    x = random_inputs(model, batch_size, seed=seed)
-    if runtime == "keras":
-        threads = _keras_threads(threads)
-        call = lambda: model.predict_on_batch(x)
-    else:
-        threads = 1 if threads is None else threads
-        call = _tflite_call(model, x, threads)
-    times = _time(call, warmup=warmup, runs=runs)
+    call, threads = model_call(model, runtime=runtime, batch_size=batch_size, threads=threads, seed=seed)
+    times = time_calls(call, warmup=warmup, runs=runs)
     p10, median, p90 = np.percentile(times, [10, 50, 90])
     logger.debug("%s latency of '%s' at batch %d: %.3f ms", runtime, model.name, batch_size, median)
     return Latency(float(median), float(p10), float(p90), runs, runtime, batch_size, threads)
+
+
+def model_call(
+    model: keras.Model, *, runtime: str, batch_size: int, threads: int | None, seed: int = 0
+) -> tuple[Callable[[], object], int]:
+    """What ``measure_latency`` times (one call per batch, inputs ready) and the threads it uses;
+    built once, so callers can time several models alternately (the latency table does)."""
+    x = random_inputs(model, batch_size, seed=seed)
+    if runtime == "keras":
+        return (lambda: model.predict_on_batch(x)), _keras_threads(threads)
+    threads = 1 if threads is None else threads
+    return _tflite_call(model, x, threads), threads
 
 
 def _keras_threads(threads: int | None) -> int:
@@ -120,7 +126,8 @@ def _tflite_call(model: keras.Model, x: np.ndarray, threads: int) -> Callable[[]
     return call
 
 
-def _time(call: Callable[[], object], *, warmup: int, runs: int) -> np.ndarray:
+def time_calls(call: Callable[[], object], *, warmup: int, runs: int) -> np.ndarray:
+    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         call()
     times = np.empty(runs)

@@ -7,9 +7,28 @@ the whole original model's measured latency plus the deltas of its factorized la
 interpolated linearly between grid ranks: no model is built per trial. A layer called
 several times (shared) counts its delta once per call.
 
+Robustness (a table is measured once and steers a whole search, so one noisy timing must
+not decide it):
+
+- Paired timing: the original layer and each candidate are timed alternately, ``rounds``
+  blocks each (ABBA order, so steady drift cancels), and the delta is the median over the
+  rounds of (candidate block median - original block median). A burst of load that hits
+  one block moves one round's difference, not the delta.
+- Monotone in rank: a (layer, method) chain at a higher rank has the same operations on
+  more channels, so its latency cannot be lower; the deltas over the grid ranks are
+  projected onto non-decreasing sequences by isotonic regression (pool adjacent
+  violators, least squares) before they are stored. This also keeps interpolation monotone.
+- A prediction is clipped below at ``FLOOR`` x the base latency, as a guard: deltas are
+  measured on layers alone, so nothing bounds their sum by the model's own time, and a
+  prediction at or below zero would be an optimum the search chases. With paired deltas
+  the guard did not bind on the reference models (the lowest reachable prediction, every
+  layer at its most negative delta, 2026-12-01, loaded 2-core box: TFLite 0.14x-0.63x of
+  the base; Keras b64 0.41x-0.91x), so it changes no ranking there.
+
 Tables are cached as JSON (atomic writes, one process measures under a lock), keyed by the
 architecture (not the weights: latency does not depend on their values), runtime, batch
 size, threads, rank grid and the machine (host, processor, CPU count, TensorFlow version).
+``FORMAT`` 2: paired, monotone deltas (format-1 tables are measured again, not reused).
 """
 
 from __future__ import annotations
@@ -20,7 +39,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import keras
@@ -31,34 +50,45 @@ from lrf_optuna.model._analysis import ModelAnalysis, analyze
 from lrf_optuna.model._graph import fresh_copy
 from lrf_optuna.model._layer_specs import trace_calls
 from lrf_optuna.model._materialize import materialize
-from lrf_optuna.runtime._latency import RUNTIMES, measure_latency
+from lrf_optuna.runtime._latency import RUNTIMES, model_call, time_calls
 from lrf_optuna.similarity._profile import rank_grid
 
-__all__ = ["LatencySettings", "LatencyTable", "latency_table"]
+__all__ = ["LatencySettings", "LatencyTable", "isotonic_increasing", "latency_table"]
 
 logger = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
+FLOOR = 0.05  # lowest predicted latency, as a fraction of the original's (see the docstring)
+WARMUP = 3
 
 
 @dataclasses.dataclass(frozen=True)
 class LatencySettings:
-    """How latency is measured: ``runtime`` ("tflite" or "keras"), batch, threads, repetitions."""
+    """How latency is measured: ``runtime`` ("tflite" or "keras"), batch, threads, repetitions.
+
+    ``runs``: timed calls of each model per timing (the whole model; the original layer and
+    each candidate), split into ``rounds`` alternating blocks for the paired deltas.
+    """
 
     runtime: str = "tflite"
     batch_size: int = 1
     threads: int | None = 1
     runs: int = 20
     ranks_per_method: int = 8
+    rounds: int = 5
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
             raise ValueError(
                 f"Invalid `latency_runtime`: expected one of {list(RUNTIMES)}, received {self.runtime!r}"
             )
-        for name in ("batch_size", "runs", "ranks_per_method"):
+        for name in ("batch_size", "runs", "ranks_per_method", "rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Invalid latency `{name}`: expected an integer >= 1, received {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(
+                f"Invalid latency `threads`: expected None or an integer >= 1, received {self.threads!r}"
+            )
 
     def keras_threads(self) -> int | None:
         # TensorFlow's pool is sized once per process: Keras timings use what the process has.
@@ -78,8 +108,9 @@ class LatencyTable:
         return float(np.interp(rank, ranks, values)) * self.calls.get(layer, 1)
 
     def predict(self, plan: dict[str, tuple[str, int]]) -> float:
-        """Predicted milliseconds per batch of the model with ``plan`` applied."""
-        return self.base_ms + sum(self.delta(name, method, rank) for name, (method, rank) in plan.items())
+        """Predicted milliseconds per batch of the model with ``plan`` applied (>= FLOOR x base)."""
+        total = self.base_ms + sum(self.delta(name, method, rank) for name, (method, rank) in plan.items())
+        return max(total, FLOOR * self.base_ms)
 
     def to_json(self) -> dict:
         rows = [[layer, method, list(r), list(v)] for (layer, method), (r, v) in self.deltas.items()]
@@ -118,16 +149,39 @@ def _single_layer_model(layer, input_shape: tuple) -> keras.Model:
     return model
 
 
-def _time(model: keras.Model, settings: LatencySettings) -> float:
-    latency = measure_latency(
-        model,
-        runtime=settings.runtime,
-        batch_size=settings.batch_size,
-        threads=settings.keras_threads(),
-        runs=settings.runs,
-        warmup=3,
+def isotonic_increasing(values: Sequence[float]) -> np.ndarray:
+    """The non-decreasing sequence nearest to ``values`` in least squares (pool adjacent
+    violators): every run that breaks the order is replaced by its mean."""
+    blocks: list[tuple[float, int]] = []  # (mean, count), means non-decreasing
+    for value in values:
+        mean, count = float(value), 1
+        while blocks and blocks[-1][0] > mean:
+            previous, size = blocks.pop()
+            mean, count = (previous * size + mean * count) / (size + count), size + count
+        blocks.append((mean, count))
+    return np.array([mean for mean, count in blocks for _ in range(count)], dtype=float)
+
+
+def _timer(model: keras.Model, settings: LatencySettings) -> Callable[[int], np.ndarray]:
+    """``timer(n)``: milliseconds of ``n`` calls of ``model`` (built and warmed up once here)."""
+    call, _ = model_call(
+        model, runtime=settings.runtime, batch_size=settings.batch_size, threads=settings.keras_threads()
     )
-    return latency.median_ms
+    time_calls(call, warmup=WARMUP, runs=0)
+    return lambda n: time_calls(call, warmup=0, runs=n)
+
+
+def _paired_delta(original: Callable, candidate: Callable, settings: LatencySettings) -> float:
+    """Median over rounds of (candidate - original), block medians timed alternately (ABBA)."""
+    block = max(1, settings.runs // settings.rounds)
+    differences = []
+    for index in range(settings.rounds):
+        order = (("original", original), ("candidate", candidate))
+        timed = {
+            name: float(np.median(timer(block))) for name, timer in order[:: 1 if index % 2 == 0 else -1]
+        }
+        differences.append(timed["candidate"] - timed["original"])
+    return float(np.median(differences))
 
 
 def measure_table(
@@ -137,25 +191,28 @@ def measure_table(
     *,
     analysis: ModelAnalysis | None = None,
 ) -> LatencyTable:
-    """Time the model, then every (layer, method, grid rank) chain against its layer."""
+    """Time the model, then every (layer, method, grid rank) chain against its layer, paired."""
     analysis = analysis or analyze(model)
     shapes, calls = {}, {}
     for call in trace_calls(model):
         shapes.setdefault(call.path, call.input_shape)
         calls[call.path] = calls.get(call.path, 0) + 1
-    base = _time(model, settings)
+    base = float(np.median(_timer(model, settings)(settings.runs)))
     deltas = {}
     for name, layer_methods in methods.items():
         spec, layer = analysis.specs[name], analysis.layers[name]
         single = _single_layer_model(layer, shapes[name])
-        original = _time(single, settings)
+        original = _timer(single, settings)
         for method in layer_methods:
             ranks = tuple(rank_grid(spec.useful_ranks[method], settings.ranks_per_method))
-            timed = [
-                _time(materialize(single, {layer.name: (method, r)}), settings) - original for r in ranks
+            measured = [
+                _paired_delta(
+                    original, _timer(materialize(single, {layer.name: (method, r)}), settings), settings
+                )
+                for r in ranks
             ]
-            deltas[(name, method)] = (ranks, tuple(timed))
-        logger.info("latency of %s: %.3f ms alone, %d candidates timed", name, original, len(layer_methods))
+            deltas[(name, method)] = (ranks, tuple(isotonic_increasing(measured).tolist()))
+        logger.info("latency of %s: %d methods timed against the layer alone", name, len(layer_methods))
     return LatencyTable(base, deltas, {name: calls[name] for name in methods})
 
 
