@@ -87,6 +87,13 @@ def test_min_similarity_gives_the_fewest_params_above_it():
         select_trial(study, min_similarity=1.5)
 
 
+def test_min_similarity_gives_the_fastest_above_it_when_latency_is_an_objective():
+    flops = {i: {"flops": 20 * p} for i, (p, _, _) in enumerate(LATENCY_FRONT)}
+    study = make_study(LATENCY_FRONT, attrs=flops, names=("params", "latency", "similarity"))
+    assert select_trial(study, min_similarity=0.9).values[:2] == [70, 2.0]  # by params: 40 at 9 ms
+    assert select_trial(make_study(FRONT), min_similarity=0.9).values[0] == 40
+
+
 def test_max_params_gives_the_most_similar_below_it():
     study = make_study(FRONT)
     assert select_trial(study, max_params=69).values[0] == 40

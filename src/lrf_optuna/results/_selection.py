@@ -80,9 +80,12 @@ def select_trial(
     min_similarity: float | None = None,
     max_params: int | None = None,
 ) -> optuna.trial.FrozenTrial:
-    """The knee of the Pareto front (cost: predicted latency when it is an objective, else params),
-    or: a trial number; the fewest params with
-    similarity >= ``min_similarity``; the most similar with params <= ``max_params``."""
+    """The knee of the Pareto front, or: a trial number; the cheapest trial with similarity >=
+    ``min_similarity``; the most similar with params <= ``max_params``.
+
+    Cost is the predicted latency when latency is one of the study's objectives, else params
+    (then FLOPs).
+    """
     chosen = [o for o in (trial_number, min_similarity, max_params) if o is not None]
     if len(chosen) > 1:
         raise ValueError(
@@ -111,7 +114,15 @@ def select_trial(
             raise ValueError(
                 f"Invalid `min_similarity`: expected <= {best:.4f} (best found), received {min_similarity}"
             )
-        return min(ok, key=lambda t: (*_by_cost(metrics[t.number]), -metrics[t.number]["similarity"]))
+        cost = _knee_cost(study.metric_names)  # the cheapest by what the search reduced
+        return min(
+            ok,
+            key=lambda t: (
+                metrics[t.number][cost],
+                *_by_cost(metrics[t.number]),
+                -metrics[t.number]["similarity"],
+            ),
+        )
     if max_params is not None:
         ok = [t for t in trials if metrics[t.number]["params"] <= max_params]
         if not ok:
