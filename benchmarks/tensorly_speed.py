@@ -5,7 +5,8 @@ of the profile's grid (``rank_grid`` with the default ``ranks_per_method``), Ten
 per rank (it has no prepare-then-slice API). TensorLy runs as configured to match: HOSVD is
 ``partial_tucker``/``tucker`` with ``init="svd"`` and no HOOI iteration, TT-SVD is
 ``tensor_train_matrix``, CP is ``parafac`` from an SVD start with the same iterations and tolerance.
-Own and TensorLy repetitions are interleaved (order alternating); medians are reported.
+Own and TensorLy repetitions are interleaved (order alternating); medians are reported. The
+library's tt calls TensorLy since this benchmark: its "own" is the NumPy TT-SVD it ran before.
 
 python benchmarks/tensorly_speed.py           # realistic layer shapes, 3 repetitions
 python benchmarks/tensorly_speed.py --quick   # tiny shapes, 1 repetition: checks the script runs
@@ -100,6 +101,24 @@ def tensorly_method(method: str, geom: LayerGeometry) -> tuple[Callable, Callabl
     return run, lambda out: tl.tt_matrix_to_tensor(out).reshape(shape)
 
 
+def numpy_tt(kernel: np.ndarray, geom: LayerGeometry, ranks: list[int], *, seed: int) -> dict[int, list]:
+    """The NumPy TT-SVD loop the library ran before it called TensorLy: the "own" of the tt rows."""
+    result = {}
+    for rank in ranks:
+        (stage,) = get_factorizer("dense", "tt").stages(geom, rank)
+        d = len(stage.in_modes)
+        remainder = kernel.reshape(stage.in_modes + stage.out_modes).transpose(
+            [axis for k in range(d) for axis in (k, d + k)]
+        )
+        cores = []
+        for r0, i, o, r1 in stage.core_shapes()[:-1]:
+            u, s, vt = np.linalg.svd(remainder.reshape(r0 * i * o, -1), full_matrices=False)
+            cores.append(u[:, :r1].reshape(r0, i, o, r1))
+            remainder = s[:r1, None] * vt[:r1]
+        result[rank] = [*cores, remainder.reshape(stage.core_shapes()[-1])]
+    return result
+
+
 def interleaved(calls: dict[str, Callable[[], object]], repetitions: int) -> tuple[dict, dict]:
     """Median seconds of each call over ``repetitions`` rounds (order reversed every other
     round, so drifting load hits every call alike), and each call's last result."""
@@ -127,10 +146,11 @@ def measure(method: str, shape: tuple[int, ...], *, repetitions: int, per_method
             warnings.simplefilter("ignore", UserWarning)
             return {r: decompose(kernel, r) for r in ranks}
 
+    own = numpy_tt if method == "tt" else factorizer.decompose_ranks
     calls = {
-        "own 1": lambda: factorizer.decompose_ranks(kernel, geom, [one], seed=0),
+        "own 1": lambda: own(kernel, geom, [one], seed=0),
         "tl 1": lambda: theirs([one]),
-        "own grid": lambda: factorizer.decompose_ranks(kernel, geom, grid, seed=0),
+        "own grid": lambda: own(kernel, geom, grid, seed=0),
         "tl grid": lambda: theirs(grid),
     }
     seconds, results = interleaved(calls, repetitions)
@@ -157,12 +177,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repetitions", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (a rerun)")
     args = parser.parse_args()
     repetitions = args.repetitions or (1 if args.quick else 3)
     per_method = ProfileSettings().ranks_per_method
     rows = [
         measure(m, shape, repetitions=repetitions, per_method=per_method)
         for m, shape in (QUICK if args.quick else FULL)
+        if args.methods is None or m in args.methods
     ]
     columns = [
         ("method", "<8"), ("kernel", "<12"), ("grid/rank", "<10"),
@@ -184,7 +206,7 @@ def main() -> None:
         ]
     )
     print(text)
-    if not args.quick:
+    if not args.quick and args.methods is None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(text + "\n")
 
