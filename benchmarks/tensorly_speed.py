@@ -10,6 +10,7 @@ library's tt calls TensorLy since this benchmark: its "own" is the NumPy TT-SVD 
 
 python benchmarks/tensorly_speed.py           # realistic layer shapes, 3 repetitions
 python benchmarks/tensorly_speed.py --quick   # tiny shapes, 1 repetition: checks the script runs
+OMP_NUM_THREADS=1 python benchmarks/tensorly_speed.py --cpu --methods tt   # CPU time, one thread
 """
 
 from __future__ import annotations
@@ -119,19 +120,23 @@ def numpy_tt(kernel: np.ndarray, geom: LayerGeometry, ranks: list[int], *, seed:
     return result
 
 
-def interleaved(calls: dict[str, Callable[[], object]], repetitions: int) -> tuple[dict, dict]:
+def interleaved(
+    calls: dict[str, Callable[[], object]], repetitions: int, clock: Callable
+) -> tuple[dict, dict]:
     """Median seconds of each call over ``repetitions`` rounds (order reversed every other
     round, so drifting load hits every call alike), and each call's last result."""
     times, results = {name: [] for name in calls}, {}
     for repetition in range(repetitions):
         for name in list(calls)[:: 1 if repetition % 2 == 0 else -1]:
-            start = time.perf_counter()
+            start = clock()
             results[name] = calls[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}, results
 
 
-def measure(method: str, shape: tuple[int, ...], *, repetitions: int, per_method: int) -> tuple:
+def measure(
+    method: str, shape: tuple[int, ...], *, repetitions: int, per_method: int, clock: Callable
+) -> tuple:
     geom = geometry(shape)
     factorizer = get_factorizer(geom.kind, method)
     # A decaying spectrum, like trained kernels: distinct singular values, unique truncations.
@@ -153,7 +158,7 @@ def measure(method: str, shape: tuple[int, ...], *, repetitions: int, per_method
         "own grid": lambda: own(kernel, geom, grid, seed=0),
         "tl grid": lambda: theirs(grid),
     }
-    seconds, results = interleaved(calls, repetitions)
+    seconds, results = interleaved(calls, repetitions, clock)
     norm = np.linalg.norm(kernel)
     with tl.backend_context("numpy"):
         tl_error = {
@@ -178,11 +183,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repetitions", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (a rerun)")
+    # CPU seconds of this process: less sensitive to other jobs (run with OMP_NUM_THREADS=1)
+    parser.add_argument("--cpu", action="store_true", help="time.process_time instead of wall-clock")
     args = parser.parse_args()
     repetitions = args.repetitions or (1 if args.quick else 3)
     per_method = ProfileSettings().ranks_per_method
+    clock = time.process_time if args.cpu else time.perf_counter
     rows = [
-        measure(m, shape, repetitions=repetitions, per_method=per_method)
+        measure(m, shape, repetitions=repetitions, per_method=per_method, clock=clock)
         for m, shape in (QUICK if args.quick else FULL)
         if args.methods is None or m in args.methods
     ]
@@ -197,7 +205,8 @@ def main() -> None:
         [
             run_line("own decompositions vs TensorLy", quick=args.quick),
             f"TensorLy {tl.__version__}, NumPy {np.__version__}, load average {load} (1/5/15 min), "
-            f"medians of {repetitions} interleaved repetitions",
+            f"medians of {repetitions} interleaved repetitions, "
+            f"{'CPU seconds of this process' if args.cpu else 'wall-clock seconds'}",
             "Shared machine: trust the tl/own ratios, not the absolute seconds.",
             "1 = one rank (materialize); grid = prepare once + every profile grid rank (TensorLy once per rank);",
             "err = relative reconstruction error at the rank shown; max |d err| = largest own-TensorLy gap on the grid.",
@@ -206,7 +215,7 @@ def main() -> None:
         ]
     )
     print(text)
-    if not args.quick and args.methods is None:
+    if not args.quick and args.methods is None and not args.cpu:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(text + "\n")
 
