@@ -412,3 +412,19 @@ def test_harness_tables(harness):
 def test_harness_reference_model_names_the_known_models(harness):
     with pytest.raises(FileNotFoundError, match=r"expected one of \[.*'lenet5'.*received 'lenet_5'"):
         harness.reference_model("lenet_5")
+
+
+def test_tensorly_speed_quick():
+    out = run_quick("tensorly_speed.py")
+    assert out.startswith("own decompositions vs TensorLy (quick mode)"), out
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("method  "))
+    rows = [line.split() for line in lines[start + 2 :] if line.strip()]  # wide numbers may touch
+    assert [row[0] for row in rows] == ["tucker2", "cp", "svd", "tucker", "tt"], out
+    for row in rows:
+        assert row[3] == "/" and 1 <= int(row[2]) <= 16 and int(row[4]) >= 1, row  # grid size / rank
+        own_s, tl_s, ratio = (float(x) for x in row[5:8])
+        assert own_s >= 0 and tl_s >= 0 and ratio > 0, row
+        own_error, tl_error, gap = (float(x) for x in row[-3:])
+        # same algorithms (CP: same start, same iterations): the same reconstruction error at every rank
+        assert 0 < own_error < 1 and abs(own_error - tl_error) <= gap < 1e-9, row

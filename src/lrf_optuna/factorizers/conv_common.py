@@ -84,7 +84,8 @@ def balanced_svd(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``matrix == left @ right`` with singular values split evenly (sqrt) between them.
 
     Truncating to rank r is slicing ``left[:, :r]`` and ``right[:r]``: one SVD serves
-    every rank.
+    every rank (TensorLy's ``svd_interface``, one SVD per rank, ran 8-9x slower over the
+    profile's grid: benchmarks/results/tensorly_speed.txt).
     """
     u, s, vt = np.linalg.svd(matrix.astype(np.float64), full_matrices=False)
     root = np.sqrt(s)
