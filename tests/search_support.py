@@ -6,7 +6,8 @@ and the study's parameter names agree between a run and its resume.
 
 ``python tests/search_support.py --storage URL --study NAME --n-trials N ...`` runs
 ``lo.run_study`` on ``tiny_cnn()``; with ``--sleep`` it opens the study itself and
-optimizes a slowed-down objective (``--hang-after K``: trials after the K-th hang).
+optimizes a slowed-down objective (``--hang-after K``: the trial after the K-th prints
+``HANGING-IN-TRIAL <number>`` and hangs).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import optuna
 
 import lrf_optuna as lo
 from lrf_optuna.search._study import SamplerSettings, open_study
+from worker_support import HANG_MARK
 
 L = keras.layers
 INPUT_SHAPE = (16, 16, 3)
@@ -134,8 +136,11 @@ def _slow_run(args: argparse.Namespace, model: keras.Model, x: np.ndarray) -> No
     def slow(trial):
         nonlocal calls
         calls += 1
-        values = objective(trial)
-        time.sleep(600 if calls > args.hang_after else args.sleep)
+        values = objective(trial)  # the trial has its params
+        if calls > args.hang_after:
+            print(HANG_MARK, trial.number, flush=True)  # the test kills the process on this line
+            time.sleep(600)
+        time.sleep(args.sleep)
         return values
 
     print("optimizing", flush=True)
