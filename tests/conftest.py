@@ -17,6 +17,7 @@ import pytest
 import lrf_optuna  # importing it registers TTDense/TuckerDense for load_model
 import lrf_optuna as lo
 import search_support
+from lrf_optuna.results import _report
 
 # float32 outputs of a chain of layers vs the original layer: relative to the largest output.
 FLOAT32_RTOL = 1e-5
@@ -72,6 +73,16 @@ def weights_by_path(model: keras.Model) -> dict[str, np.ndarray]:
 @pytest.fixture(autouse=True)
 def _seed_keras():
     keras.utils.set_random_seed(0)
+
+
+# Reports export PNGs through Chromium when it is installed: ~2.5 s CPU and ~10 s wall per
+# report, for files no test but test_report.py's PNG test reads. That test restores it.
+WRITE_PNG = _report._write_png
+
+
+@pytest.fixture(autouse=True)
+def _no_png_export(monkeypatch):
+    monkeypatch.setattr(_report, "_write_png", lambda figure, path: False)
 
 
 TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)

@@ -6,7 +6,8 @@ and the study's parameter names agree between a run and its resume.
 
 ``python tests/search_support.py --storage URL --study NAME --n-trials N ...`` runs
 ``lo.run_study`` on ``tiny_cnn()``; with ``--sleep`` it opens the study itself and
-optimizes a slowed-down objective (``--hang-after K``: trials after the K-th hang).
+optimizes a slowed-down objective (``--hang-after K``: the trial after the K-th prints
+``HANGING-IN-TRIAL <number>`` and hangs).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import optuna
 
 import lrf_optuna as lo
 from lrf_optuna.search._study import SamplerSettings, open_study
-from lrf_optuna.similarity._metrics import cosine_similarity, linear_cka, nmse_score
+from worker_support import HANG_MARK
 
 L = keras.layers
 INPUT_SHAPE = (16, 16, 3)
@@ -67,7 +68,41 @@ def nested_cnn(seed: int = 0) -> keras.Model:
     return seeded_weights(keras.Model(inputs, inner(x), name="nested_cnn"), seed)
 
 
-METRIC_FUNCTIONS = {"cka": linear_cka, "cosine": cosine_similarity, "nmse": nmse_score}
+# Independent NumPy references for the library's metrics (written from the definitions, not
+# from the library's code), so that a test comparing a profile or a proxy with them can fail
+# when the metrics are wrong. Maps are (samples, features); both-zero counts as identical.
+
+
+def reference_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear CKA as HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), K = X X^T, with H = I - 11^T / n."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    h = np.eye(len(x)) - 1.0 / len(x)
+    k, l_ = h @ x @ x.T @ h, h @ y @ y.T @ h
+    denominator = np.sqrt(np.trace(k @ k) * np.trace(l_ @ l_))
+    if denominator == 0.0:
+        return float(np.array_equal(x, y))
+    return float(np.trace(k @ l_) / denominator)
+
+
+def reference_cosine(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean over samples of a.b / (|a| |b|); 1 where both samples are zero, 0 where one is."""
+    values = []
+    for a, b in zip(np.asarray(x, np.float64), np.asarray(y, np.float64)):
+        norm_a, norm_b = np.sqrt(a @ a), np.sqrt(b @ b)
+        values.append(a @ b / (norm_a * norm_b) if norm_a and norm_b else float(norm_a == norm_b))
+    return float(np.mean(values))
+
+
+def reference_nmse(x: np.ndarray, y: np.ndarray) -> float:
+    """1 / (1 + ||X - Y||^2 / ||X||^2)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    error, energy = np.sum((x - y) ** 2), np.sum(x**2)
+    if energy == 0.0:
+        return float(error == 0.0)
+    return float(1.0 / (1.0 + error / energy))
+
+
+METRIC_FUNCTIONS = {"cka": reference_cka, "cosine": reference_cosine, "nmse": reference_nmse}
 
 
 def calibration(samples: int = 32, shape: tuple[int, ...] = INPUT_SHAPE, seed: int = 1) -> np.ndarray:
@@ -101,8 +136,11 @@ def _slow_run(args: argparse.Namespace, model: keras.Model, x: np.ndarray) -> No
     def slow(trial):
         nonlocal calls
         calls += 1
-        values = objective(trial)
-        time.sleep(600 if calls > args.hang_after else args.sleep)
+        values = objective(trial)  # the trial has its params
+        if calls > args.hang_after:
+            print(HANG_MARK, trial.number, flush=True)  # the test kills the process on this line
+            time.sleep(600)
+        time.sleep(args.sleep)
         return values
 
     print("optimizing", flush=True)

@@ -382,8 +382,7 @@ def test_ctrl_c_during_finetuning_leaves_no_partial_model(work, files):
             "--study", "s", "--epochs", "500", "--output", str(output)]  # fmt: skip
     log = work / "finetune.log"
     process = start(cli(*argv), log)
-    wait_for_line(log, "factorizing", process, timeout=120)
-    time.sleep(2.0)  # inside model.fit
+    wait_for_line(log, "fine-tuning 500 epoch(s)", process, timeout=120)  # logged as fit starts
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130, log.read_text()[-3000:]
     assert not output.exists()

@@ -65,7 +65,10 @@ def test_search_finetune_report_round_trip(workspace, capsys):
     out = capsys.readouterr().out
     assert "params" in out and "accuracy" in out and "Compressed model" in out
     saved = list((workspace / "studies").glob("t-trial*.keras"))
-    assert len(saved) == 1 and keras.models.load_model(saved[0]) is not None
+    assert len(saved) == 1
+    number = int(saved[0].stem.removeprefix("t-trial"))  # the saved model is that trial's plan
+    trial = optuna.load_study(study_name="t", storage=storage).trials[number]
+    assert keras.models.load_model(saved[0]).count_params() == trial.values[0]
     records = [
         t
         for t in optuna.load_study(study_name="t", storage=storage).trials

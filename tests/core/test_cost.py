@@ -106,6 +106,7 @@ def test_factorized_layers_are_costed_from_their_cores():
         compressed = lo.materialize(model, {"fc": (method, 3)})
         expected = lo.plan_cost(model, {"fc": (method, 3)})
         assert lo.model_cost(compressed) == expected
+        assert expected.params == compressed.count_params()  # Keras' own count
         assert lo.analyze(compressed).refused == {f"fc_{method}_0": "it is already factorized"}
 
 

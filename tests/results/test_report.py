@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import optuna
 import pandas as pd
+import pytest
 
 import lrf_optuna as lo
+from conftest import WRITE_PNG
 from lrf_optuna.core._cost import Cost
+from lrf_optuna.results import _report
 from lrf_optuna.results._finetune import FinetuneResult
 
 
@@ -50,6 +54,16 @@ def test_write_report_is_offline_html_and_csv(tmp_path):
     html = (tmp_path / "decisions.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js embedded, nothing fetched
     assert '"tucker2"' in html and '"cp"' in html  # one trace per method used
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="PNG export needs Chromium")
+def test_write_report_exports_each_figure_as_png_when_chromium_exists(tmp_path, monkeypatch):
+    # the one test that pays for Chromium (conftest turns PNG export off for the others)
+    monkeypatch.setattr(_report, "_write_png", WRITE_PNG)
+    written = lo.results.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"])
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert sorted(p.name for p in pngs) == ["decisions.png", "pareto_2d.png", "pareto_3d.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
 def test_summary_table_text():

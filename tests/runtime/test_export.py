@@ -67,12 +67,18 @@ def test_float32_file_matches_keras(build, tmp_path):
     np.testing.assert_allclose(file_outputs(path, x), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.fixture(scope="module")
+def exported_tiny_cnn(tmp_path_factory):
+    """``tiny_cnn()`` and its float32 export, converted once for the tests that only read it."""
+    model = tiny_cnn()
+    return model, lo.export_tflite(model, tmp_path_factory.mktemp("export") / "full.tflite")
+
+
 @pytest.mark.parametrize(
     ("quantization", "size_ratio", "rtol"), [("float16", 0.6, 1e-2), ("dynamic", 0.4, 1e-1)]
 )
-def test_quantized_files_are_smaller_and_close(quantization, size_ratio, rtol, tmp_path):
-    model = tiny_cnn()
-    full = lo.export_tflite(model, tmp_path / "full.tflite")
+def test_quantized_files_are_smaller_and_close(exported_tiny_cnn, quantization, size_ratio, rtol, tmp_path):
+    model, full = exported_tiny_cnn
     small = lo.export_tflite(model, tmp_path / "small.tflite", quantization=quantization)
     assert small.stat().st_size < size_ratio * full.stat().st_size
     x = inputs_for(model)
@@ -133,9 +139,9 @@ def test_bad_options_are_refused(options, message, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_litert_is_preferred(tmp_path):
+def test_litert_is_preferred(exported_tiny_cnn):
     pytest.importorskip("ai_edge_litert")
-    path = lo.export_tflite(tiny_cnn(), tmp_path / "m.tflite")
+    _, path = exported_tiny_cnn
     assert type(load_interpreter(model_path=path)).__module__ == "ai_edge_litert.interpreter"
 
 

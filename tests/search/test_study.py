@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +13,10 @@ import optuna
 import pytest
 
 import lrf_optuna as lo
+import search_support
 from lrf_optuna.search._study import ANCHORS_ATTR, FINETUNED_FROM, anchor_params, complete_search_trials
 from search_support import calibration, nested_cnn, settings, tiny_cnn
+from worker_support import HANG_MARK, wait_for_line
 
 SUPPORT = Path(__file__).resolve().parents[1] / "search_support.py"
 COMPLETE = optuna.trial.TrialState.COMPLETE
@@ -46,27 +46,17 @@ def all_none_count(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials() if t.params == none)
 
 
-def complete_in_db(path: Path) -> int:
-    """COMPLETE trials, read with sqlite3 (no Optuna) while another process writes."""
-    if not path.exists():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as connection:
-            (count,) = connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()
-        return count
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
-
-
 # --------------------------------------------------------------------------- processes
 
 
-def test_resume_in_a_new_process(tmp_path):
+def test_resume_in_a_new_process(tmp_path, capsys):
     url, cache = f"sqlite:///{tmp_path / 'study.db'}", str(tmp_path / "cache")
     common = ["--storage", url, "--study", "resume", "--cache-dir", cache]
     common += ["--population-size", str(POPULATION)]
-    first_run = run_support(*common, "--n-trials", "20")
-    assert "complete 20" in first_run.stdout
+    # The first run in this process (the same code the child runs, without another TensorFlow
+    # start-up); the resume, which is the point, in a new one.
+    assert search_support.main([*common, "--n-trials", "20"]) == 0
+    assert "complete 20" in capsys.readouterr().out
     before = complete(load(url, "resume"))
     assert len(before) == 20
 
@@ -107,15 +97,11 @@ def test_resume_after_kill_9(tmp_path, monkeypatch):
     args = ["--storage", url, "--study", "killed", "--cache-dir", cache, "--n-trials", "1000"]
     args += ["--population-size", str(POPULATION), "--sleep", "0.2", "--hang-after", "6"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OPENBLAS_NUM_THREADS": "1", **HEARTBEAT}
-    with open(tmp_path / "child.log", "w") as log:
+    log_path = tmp_path / "child.log"
+    with open(log_path, "w") as log:
         child = subprocess.Popen([sys.executable, str(SUPPORT), *args], stdout=log, stderr=log, env=env)
-        try:
-            deadline = time.monotonic() + 240
-            while complete_in_db(db) < 6:
-                assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the child never completed 6 trials"
-                time.sleep(0.2)
-            time.sleep(0.5)  # the 7th trial is now running (and hangs)
+        try:  # the 7th trial prints the mark once it has its params, then hangs
+            wait_for_line(log_path, HANG_MARK, child, timeout=240)
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait(timeout=30)
@@ -132,7 +118,9 @@ def test_resume_after_kill_9(tmp_path, monkeypatch):
 
     for name, value in HEARTBEAT.items():
         monkeypatch.setenv(name, value)
-    time.sleep(max(0.0, killed_at + 4 - time.monotonic()))  # past the grace period
+    # This wait is the behaviour under test, not synchronisation: a RUNNING trial only becomes
+    # stale once its last heartbeat is older than the grace period (3 s).
+    time.sleep(max(0.0, killed_at + 4 - time.monotonic()))
     study = lo.run_study(
         tiny_cnn(),
         calibration(),

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import uuid
 
 import keras
@@ -19,6 +18,7 @@ import pytest
 import lrf_optuna as lo
 from lrf_optuna.search._storage import open_storage
 from lrf_optuna.search._worker import OWNER_ATTR, SURPLUS_ATTR
+from lrf_optuna.similarity import _cache
 from lrf_optuna.similarity._cache import cached_profile
 from search_support import settings
 from worker_support import (
@@ -220,14 +220,25 @@ def test_reader_polling_sqlite_does_not_lock_out_the_search(inputs, tmp_path, st
     assert int(log.read_text().split()[-1]) > 5  # it really read while the search wrote
 
 
-def test_profile_is_computed_once_by_concurrent_callers(tmp_path):
+def test_profile_is_computed_once_by_concurrent_callers(tmp_path, monkeypatch):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
     data, calls = np.ones((4, 4), np.float32), []
     profile = lo.profile_model(model, data, settings=settings(), cache_dir=None, show_progress=False)
+    # The computation waits until all three callers have reached the lock: they really overlap
+    # (no sleep that hopes they do).
+    arrivals, all_arrived, lock = [], threading.Event(), _cache.exclusive
+
+    def counting_lock(path):
+        arrivals.append(path)
+        if len(arrivals) == 3:
+            all_arrived.set()
+        return lock(path)
+
+    monkeypatch.setattr(_cache, "exclusive", counting_lock)
 
     def compute():
         calls.append(1)
-        time.sleep(0.5)
+        assert all_arrived.wait(timeout=60), f"only {len(arrivals)} caller(s) reached the lock"
         return profile
 
     results = []

@@ -1,4 +1,5 @@
-"""Feature-map similarity metrics against direct NumPy references and hand-made values."""
+"""Feature-map similarity metrics against independent NumPy formulas and hand-computed values
+(never the library's own helpers on both sides)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.similarity._metrics import ReferenceMaps, cosine_similarity, linear_cka, nmse_score
+from search_support import METRIC_FUNCTIONS as REFERENCES
 
 
 def feature_space_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -34,7 +36,7 @@ def test_metric_names():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_reference_maps_scores_equal_the_functions(dtype):
+def test_every_metric_equals_its_independent_formula(dtype):
     reference = random_maps(24, 10, 0).astype(dtype)
     cached = ReferenceMaps(reference)
     for scale in (0.05, 0.5, 3.0):
@@ -42,8 +44,22 @@ def test_reference_maps_scores_equal_the_functions(dtype):
         scores = cached.scores(candidate)
         assert set(scores) == set(FUNCTIONS)
         for name, function in FUNCTIONS.items():
-            assert scores[name] == pytest.approx(function(reference, candidate), rel=1e-12)
+            expected = REFERENCES[name](reference, candidate)
+            assert scores[name] == pytest.approx(expected, rel=1e-12)
+            assert function(reference, candidate) == pytest.approx(expected, rel=1e-12)
     assert linear_cka(reference, reference[:, ::-1]) == pytest.approx(1.0)  # permuted features
+
+
+def test_linear_cka_hand_computed_values():
+    # One feature: linear CKA is the squared Pearson correlation. Centered x = (-1, 0, 1),
+    # y = (-4, -1, 5) / 3: (x.y)^2 / (|x|^2 |y|^2) = 3^2 / (2 * 14/3) = 27/28.
+    x, y = np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [2.0], [4.0]])
+    assert linear_cka(x, y) == pytest.approx(27 / 28, rel=1e-14)
+    # Centered X with X^T X = 2 I, Y its first column: ||Y^T X||^2 = 4, ||X^T X|| = 2 sqrt(2),
+    # ||Y^T Y|| = 2, so CKA = 4 / (4 sqrt(2)).
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    assert linear_cka(x, x[:, :1]) == pytest.approx(1 / np.sqrt(2), rel=1e-14)
+    assert linear_cka(x[:, :1], x) == pytest.approx(1 / np.sqrt(2), rel=1e-14)
 
 
 @pytest.mark.parametrize(("samples", "features"), [(8, 3), (20, 50), (64, 17)])

@@ -13,7 +13,7 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.similarity._profile import PROFILE_COLUMNS, rank_grid
-from search_support import METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
+from search_support import LAYERS, METRIC_FUNCTIONS, calibration, nested_cnn, predict, settings, tiny_cnn
 
 SCORES = ["cka", "cosine", "nmse"]
 OUTPUT_SCORES = ["output_cka", "output_cosine", "output_nmse"]
@@ -63,7 +63,7 @@ def truncated(model: keras.Model, layer: str) -> keras.Model:
 
 def test_columns(profile):
     assert list(profile.columns) == COLUMNS == PROFILE_COLUMNS
-    assert len(profile) > 0
+    assert set(profile.layer) == set(LAYERS)
     assert profile[[*SCORES, *OUTPUT_SCORES, "weight_error", "seconds"]].notna().all().all()
     assert (profile["seconds"] >= 0).all()
     assert profile["rank"].dtype.kind == "i" and profile["params"].dtype.kind == "i"

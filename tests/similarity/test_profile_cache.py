@@ -199,7 +199,7 @@ def test_stale_key_is_recomputed_and_replaced_atomically(model, data, cached, co
     assert len(document["rows"]) == len(result)
     assert path_b.stat().st_ino != inode  # a new file renamed over the old one
     assert leftovers(directory) == []
-    assert profile_cache.load_profile(path_b, document["key"]) is not None
+    pd.testing.assert_frame_equal(profile_cache.load_profile(path_b, document["key"]), result)
 
 
 def test_different_data_is_a_miss(model, data, cached, computed):

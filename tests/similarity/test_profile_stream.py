@@ -52,7 +52,12 @@ def test_streamed_profile_equals_the_full_map_profile(golden, factorization):
 
 def test_budget_too_small_for_one_layer_is_refused_with_the_minimum():
     model, data = stream_cnn(), stream_data()
-    settings = lo.ProfileSettings(max_positions=8, batch_size=16, factorization="weights", memory_budget_mb=1)
+    # One rank of one method: the budget is set by the captured inputs, not by the candidates
+    # (the full set of methods and ranks made this test take ~50 s of CPU for the same check).
+    settings = lo.ProfileSettings(
+        max_positions=8, batch_size=16, factorization="weights", memory_budget_mb=1,
+        ranks_per_method=1, methods=("svd",),
+    )  # fmt: skip
     with pytest.raises(
         ValueError, match=r"Invalid `memory_budget_mb`: expected at least (\d+) \(MB\)"
     ) as error:
@@ -62,7 +67,7 @@ def test_budget_too_small_for_one_layer_is_refused_with_the_minimum():
     enough = lo.profile_model(
         model, data, settings=dataclasses.replace(settings, memory_budget_mb=needed), show_progress=False
     )
-    assert len(enough) > 0
+    assert set(enough.layer) == set(lo.analyze(model).specs)
     with pytest.raises(ValueError, match=f"at least {needed} "):
         lo.profile_model(
             model,

@@ -48,7 +48,8 @@ class LayerStatistics:
     convolutions (patch order ``(*kernel_size, cin_g)``, as the canonical kernel
     reshaped to ``(D, cout)``) and ``D = in`` for Dense kernels and separable pointwise
     kernels; ``vectors`` is how many vectors were averaged, ``shrinkage`` the weight (per
-    group) of the identity already mixed into the moments (``statistics.ledoit_wolf``).
+    group) of the identity already mixed into the moments
+    (``lrf_optuna.model._statistics.ledoit_wolf``).
     """
 
     moments: np.ndarray

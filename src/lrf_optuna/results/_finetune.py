@@ -266,6 +266,7 @@ def finetune(
     model, loss_fn = _training_model(compressed, teacher, kind, loss, temperature=temperature, alpha=alpha)
     metric = "mse" if kind == "regression" else "accuracy"
     model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss_fn, metrics=metrics or [metric])
+    logger.info("fine-tuning %d epoch(s)", epochs)  # also the mark a test interrupts fit on
     start = time.perf_counter()
     history = _fit(model, train_data, epochs=epochs, batch_size=batch_size, verbose=verbose,
                    callbacks=[_RecordLearningRate(), *callbacks], fit_kwargs=fit_kwargs)  # fmt: skip

@@ -110,8 +110,9 @@ class LayerwiseProxy:
 class ModelProxy:
     """Network-output similarity with reconstructed kernels swapped into a model copy.
 
-    ``stats`` (layer path -> ``LayerStatistics``, e.g. from ``statistics.collect_statistics``
-    on the same calibration data): the kernels are the data-aware ones, as
+    ``stats`` (layer path -> ``LayerStatistics``, e.g. from
+    ``lrf_optuna.model._statistics.collect_statistics`` on the same calibration data): the
+    kernels are the data-aware ones, as
     ``materialize(..., calibration=, refit=False)`` computes them.
     """
 
