@@ -73,11 +73,9 @@ def _wait_for(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
     raise AssertionError(f"dashboard did not answer {url} within {seconds} s")
 
 
-def test_dashboard_shows_pareto_front_with_metric_names(tmp_path):
-    database = tmp_path / "board.db"
-    _make_study(database)
-    port = _free_port()
-    command = [
+def _dashboard(database, study: str) -> list[str]:
+    """``lrf-optuna dashboard`` on ``database``'s ``study`` (a new process)."""
+    return [
         sys.executable,
         "-m",
         "lrf_optuna.cli",
@@ -85,10 +83,15 @@ def test_dashboard_shows_pareto_front_with_metric_names(tmp_path):
         "--storage",
         f"sqlite:///{database}",
         "--study",
-        "board",
-        "--port",
-        str(port),
+        study,
     ]
+
+
+def test_dashboard_shows_pareto_front_with_metric_names(tmp_path):
+    database = tmp_path / "board.db"
+    _make_study(database)
+    port = _free_port()
+    command = [*_dashboard(database, "board"), "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_for(f"http://127.0.0.1:{port}/api/studies", server)
@@ -110,16 +113,6 @@ def test_dashboard_shows_pareto_front_with_metric_names(tmp_path):
 def test_dashboard_refuses_unknown_study(tmp_path):
     database = tmp_path / "board.db"
     _make_study(database)
-    command = [
-        sys.executable,
-        "-m",
-        "lrf_optuna.cli",
-        "dashboard",
-        "--storage",
-        f"sqlite:///{database}",
-        "--study",
-        "nope",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(_dashboard(database, "nope"), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Invalid --study" in result.stderr and "board" in result.stderr
