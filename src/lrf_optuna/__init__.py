@@ -34,11 +34,10 @@ if TYPE_CHECKING:  # what readers and type checkers see; `_EXPORTS` below must l
         Constraints,
         SearchSettings,
         plan_from_trial,
-        profile_model,
         run_study,
         run_worker,
     )
-    from lrf_optuna.similarity import ProfileSettings
+    from lrf_optuna.similarity import ProfileSettings, profile_model
 
 __version__ = "0.1.0"
 
@@ -56,7 +55,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "run_study",
         "run_worker",
     ),
-    "similarity": ("ProfileSettings",),
+    "similarity": ("ProfileSettings", "profile_model"),
 }
 _SUBMODULES = (
     "cli",

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
-from lrf_optuna.search import _run as search_module
 from lrf_optuna.similarity import _cache as profile_cache
 from lrf_optuna.similarity import _profile as profile_module
+from lrf_optuna.similarity import _profile_model as search_module
 from search_support import calibration, settings, tiny_cnn
 
 SETTINGS = settings(ranks_per_method=3, methods=("svd", "tucker2", "tucker"))

@@ -22,13 +22,14 @@ from lrf_optuna.results._compress import calibration_subset, compress_trial
 from lrf_optuna.results._report import summary_table, write_report
 from lrf_optuna.results._selection import select_trial
 from lrf_optuna.search._objective import trial_metrics
-from lrf_optuna.search._run import profile_model, run_study
+from lrf_optuna.search._run import run_study
 from lrf_optuna.search._settings import DataSpec, SearchSettings
 from lrf_optuna.search._settings_record import stored_settings
 from lrf_optuna.search._storage import artifact_dir_for, default_storage_url, open_storage, storage_label
 from lrf_optuna.search._study import remaining_trials
 from lrf_optuna.search._worker import run_worker as _run_worker
 from lrf_optuna.similarity._profile import ProfileSettings
+from lrf_optuna.similarity._profile_model import profile_model
 
 logger = logging.getLogger("lrf_optuna")
 Show = Callable[[str], None]  # how a command hands its output to the CLI (cli/_main.py prints it)

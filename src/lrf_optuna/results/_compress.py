@@ -17,7 +17,7 @@ from lrf_optuna.model._analysis import ModelAnalysis, analyze
 from lrf_optuna.model._materialize import materialize
 from lrf_optuna.results._finetune import FinetuneResult, finetune
 from lrf_optuna.results._records import record_finetune
-from lrf_optuna.search._run import plan_from_trial
+from lrf_optuna.search._replay import plan_from_trial
 from lrf_optuna.search._settings import SearchSettings
 from lrf_optuna.similarity._cache import model_fingerprint
 

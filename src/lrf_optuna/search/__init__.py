@@ -10,7 +10,8 @@ from lrf_optuna.search._objective import (
     Objective,
     trial_metrics,
 )
-from lrf_optuna.search._run import make_objective, plan_from_trial, profile_model, run_study
+from lrf_optuna.search._replay import plan_from_trial
+from lrf_optuna.search._run import make_objective, run_study
 from lrf_optuna.search._settings import DataSpec, SearchSettings
 from lrf_optuna.search._space import DEFAULT_METHODS, SearchSpace
 from lrf_optuna.search._storage import HeartbeatSettings, open_storage
@@ -32,7 +33,6 @@ __all__ = [
     "open_storage",
     "open_study",
     "plan_from_trial",
-    "profile_model",
     "run_study",
     "run_worker",
     "trial_metrics",

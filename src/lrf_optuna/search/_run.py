@@ -22,38 +22,19 @@ from lrf_optuna.search._settings_record import (
     record_settings,
     refuse_differences,
     stored_settings,
+    with_inputs,
 )
 from lrf_optuna.search._space import SearchSpace
 from lrf_optuna.search._storage import default_storage_url, open_storage
 from lrf_optuna.search._study import GracefulInterrupt, StopAtBudget, open_study, remaining_trials
-from lrf_optuna.similarity._cache import cached_profile, data_fingerprint, model_fingerprint, profile_key
-from lrf_optuna.similarity._profile import ProfileSettings, check_calibration, check_weights, run_profile
+from lrf_optuna.similarity._profile import check_calibration, check_weights
+from lrf_optuna.similarity._profile_model import profile_model
 from lrf_optuna.similarity._proxy import LayerwiseProxy, ModelProxy
 
-__all__ = ["make_objective", "plan_from_trial", "profile_model", "run_study"]
+__all__ = ["DEFAULT_CACHE_DIR", "make_objective", "objective_for", "run_study"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = os.path.join("studies", "cache")
-
-
-def profile_model(
-    model: keras.Model,
-    calibration_x: np.ndarray,
-    *,
-    settings: ProfileSettings | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    analysis: ModelAnalysis | None = None,
-    show_progress: bool = True,
-) -> pd.DataFrame:
-    """The calibration profile (see ``lrf_optuna.similarity._profile``), cached under ``cache_dir``."""
-    # unresolved output_samples means none: the same cache entry as a default search's
-    settings = (settings or ProfileSettings()).for_metric(None)
-    data = check_calibration(model, calibration_x, max_samples=settings.max_samples)
-    analysis = analysis or analyze(model)
-    compute = lambda: run_profile(
-        model, data, settings=settings, analysis=analysis, show_progress=show_progress
-    )
-    return cached_profile(model, data, settings, cache_dir, compute)
 
 
 def make_objective(
@@ -229,49 +210,3 @@ def run_study(
                 callbacks=[StopAtBudget(n_trials), interrupt],
             )
     return study
-
-
-def with_inputs(
-    settings: SearchSettings, model: keras.Model, data: np.ndarray, profile: pd.DataFrame | None
-) -> SearchSettings:
-    """``settings`` with the fingerprints of this model and calibration data."""
-    key = None
-    if settings.proxy == "layerwise" and profile is None:
-        key = profile_key(model, data, settings.profile_settings.for_metric(settings.metric))
-    return dataclasses.replace(
-        settings,
-        model_fingerprint=model_fingerprint(model),
-        data_fingerprint=data_fingerprint(data, settings.profile_settings.max_samples),
-        profile_key=key,
-    )
-
-
-def plan_from_trial(
-    model: keras.Model | ModelAnalysis | SearchSpace,
-    trial: optuna.trial.FrozenTrial,
-    *,
-    study: optuna.Study | None = None,
-    settings: SearchSettings | None = None,
-) -> dict[str, tuple[str, int]]:
-    """The plan a trial scored (fixed layers included), replayed through ``optuna.trial.FixedTrial``.
-
-    The trial is replayed in its study's search space: pass its ``study`` (whose recorded
-    settings are read: methods, excluded and fixed layers, minimum rank fraction) or
-    ``settings``; with neither, ``SearchSettings()``'s defaults, as a study searched
-    without options. ``model`` may also be the model's ``ModelAnalysis``, or a
-    ``SearchSpace`` used as it is. A trial whose parameters are not of that space is a
-    ValueError. ``compress_trial`` and the CLI replay trials through this function.
-    """
-    if study is not None and settings is not None:
-        raise ValueError("Invalid arguments: expected `study` or `settings`, received both; pass one")
-    if isinstance(model, SearchSpace):
-        if study is not None or settings is not None:
-            raise ValueError(
-                "Invalid arguments: a SearchSpace is replayed as it is, received `study`/`settings` "
-                "too; pass the model (or its analysis) with them instead"
-            )
-        return model.plan_of(trial)
-    if study is not None:
-        settings = SearchSettings.from_study(study)
-    analysis = model if isinstance(model, ModelAnalysis) else analyze(model)
-    return (settings or SearchSettings()).space(analysis).plan_of(trial)

@@ -1,13 +1,20 @@
-"""A study's settings record in its storage: written once at creation, read and compared on resume."""
+"""A study's settings record in its storage: written once at creation, read and compared on resume;
+the fingerprints of the model and calibration data it records."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import keras
+import numpy as np
 import optuna
+import pandas as pd
 
 from lrf_optuna.core._cost import Cost
 from lrf_optuna.search._settings import ATTR, SearchSettings
+from lrf_optuna.similarity._cache import data_fingerprint, model_fingerprint, profile_key
 
-__all__ = ["has_record", "record_settings", "refuse_differences", "stored_settings"]
+__all__ = ["has_record", "record_settings", "refuse_differences", "stored_settings", "with_inputs"]
 
 
 def has_record(study: optuna.Study) -> bool:
@@ -50,4 +57,19 @@ def refuse_differences(study_name: str, recorded: SearchSettings, wanted: Search
         "received a run whose trials would not be comparable with its trials:\n  - "
         + "\n  - ".join(lines)
         + f"\nResume it with {fix}, or start a new study (another study_name / --study)."
+    )
+
+
+def with_inputs(
+    settings: SearchSettings, model: keras.Model, data: np.ndarray, profile: pd.DataFrame | None
+) -> SearchSettings:
+    """``settings`` with the fingerprints of this model and calibration data."""
+    key = None
+    if settings.proxy == "layerwise" and profile is None:
+        key = profile_key(model, data, settings.profile_settings.for_metric(settings.metric))
+    return dataclasses.replace(
+        settings,
+        model_fingerprint=model_fingerprint(model),
+        data_fingerprint=data_fingerprint(data, settings.profile_settings.max_samples),
+        profile_key=key,
     )

@@ -39,9 +39,9 @@ import numpy as np
 import optuna
 
 from lrf_optuna.model._analysis import analyze
-from lrf_optuna.search._run import DEFAULT_CACHE_DIR, objective_for, with_inputs
+from lrf_optuna.search._run import DEFAULT_CACHE_DIR, objective_for
 from lrf_optuna.search._settings import SearchSettings
-from lrf_optuna.search._settings_record import has_record, refuse_differences
+from lrf_optuna.search._settings_record import has_record, refuse_differences, with_inputs
 from lrf_optuna.search._study import (
     FINETUNED_FROM,
     GracefulInterrupt,

@@ -11,6 +11,7 @@ from lrf_optuna.similarity._metrics import (
     nmse_score,
 )
 from lrf_optuna.similarity._profile import FACTORIZATIONS, ProfileSettings, run_profile
+from lrf_optuna.similarity._profile_model import profile_model
 from lrf_optuna.similarity._proxy import (
     AGGREGATORS,
     DEFAULT_AGGREGATOR,
@@ -35,5 +36,6 @@ __all__ = [
     "cosine_similarity",
     "linear_cka",
     "nmse_score",
+    "profile_model",
     "run_profile",
 ]
