@@ -256,8 +256,11 @@ def run_profile(
         model, groups, layers, data, max_positions=settings.max_positions, seed=settings.seed,
         batch_size=batch, statistics=aware,
     )  # fmt: skip
-    for spec, captured in tqdm(
-        groups, total=len(specs), desc="profile", unit="layer", disable=not show_progress
-    ):
-        rows.extend(_profile_layer(layers[spec.name], spec, captured, settings, network))
+    with tqdm(total=len(specs), desc="profile", unit="layer", disable=not show_progress) as bar:
+        # not tqdm(groups): its frame, like the loop variable, would hold the last layer's capture
+        # through the next group's forward pass
+        for spec, captured in groups:
+            rows.extend(_profile_layer(layers[spec.name], spec, captured, settings, network))
+            del captured
+            bar.update()
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)

@@ -64,7 +64,7 @@ def check_calibration(model: keras.Model, calibration_x, *, max_samples: int = 2
         raise ValueError(f"Invalid `calibration_x`: expected at least 2 samples, received {len(data)}")
     if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
         raise TypeError(f"Invalid `calibration_x` dtype: expected real numbers, received {data.dtype}")
-    data = data.astype(np.float32)
+    data = data.astype(np.float32, copy=False)  # read only: a float32 array is not copied (issue 21)
     if not np.isfinite(data).all():
         raise ValueError("Invalid `calibration_x`: expected finite values, received NaN or Inf")
     return data
@@ -208,14 +208,17 @@ def ledoit_wolf(moment: np.ndarray, fourth: float, count: int) -> tuple[np.ndarr
 
 
 class Tap(keras.layers.Layer):
-    """Identity layer handing each eager value it sees (as NumPy) to ``append``."""
+    """Identity layer handing each eager value it sees (as NumPy) to ``append``, only while
+    ``when()`` is true when given (one tapped copy then serves several passes)."""
 
-    def __init__(self, append: Any, **kwargs):
+    def __init__(self, append: Any, *, when: Any = None, **kwargs):
         super().__init__(**kwargs)
-        self.append = append  # a bound method, not its object: Keras would track (wrap) that
+        # bound methods, not their object: Keras would track (wrap) that
+        self.append, self.when = append, when
 
     def call(self, inputs):
-        self.append(keras.ops.convert_to_numpy(inputs))
+        if self.when is None or self.when():
+            self.append(keras.ops.convert_to_numpy(inputs))
         return inputs
 
     def compute_output_shape(self, input_shape):
