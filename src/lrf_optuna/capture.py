@@ -176,9 +176,11 @@ def plan_capture(
     """``(batch, groups)``: the forward passes' batch size (at most ``batch_size``, its
     activations within half the budget, less when the largest layer needs more of it)
     and the groups of layers captured per pass; a ValueError naming the smallest budget
-    that works (batch 1) when even that does not fit."""
+    that works (batch 1) when even that does not fit. The tapped copy of the model that the
+    passes run counts too (float32 weights)."""
     per_sample = forward_bytes(model)
-    batch = max(1, min(batch_size, samples, budget // 2 // max(per_sample, 1)))
+    copy = 4 * sum(math.prod(w.shape) for w in model.weights)
+    batch = max(1, min(batch_size, samples, (budget - copy) // 2 // max(per_sample, 1)))
     if not specs:
         return batch, []
     while True:
@@ -187,7 +189,7 @@ def plan_capture(
             for s in specs
         }
         largest = max(specs, key=lambda s: sum(sizes[s.name]), default=None)
-        needed = batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
+        needed = copy + batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
         if needed <= budget or batch == 1:
             break
         batch = max(1, batch // 2)
@@ -195,11 +197,14 @@ def plan_capture(
         raise ValueError(
             f"Invalid `memory_budget_mb`: expected at least {-(-needed // 2**20)} (MB) to profile layer "
             f"'{largest.name}' on these calibration samples (a forward pass of one sample holds "
-            f"{per_sample / 2**20:.1f} MB), received {budget // 2**20}. Fix: raise `memory_budget_mb`, "
+            f"{per_sample / 2**20:.1f} MB, the model's copy {copy / 2**20:.1f} MB), received {budget // 2**20}. Fix: raise `memory_budget_mb`, "
             "or lower `max_samples` or `max_positions`."
         )
-    logger.info("forward passes of %d sample(s), %.1f MB of activations each", batch, per_sample / 2**20)
-    return batch, plan_groups(specs, sizes, budget - batch * per_sample)
+    logger.info(
+        "forward passes of %d sample(s), %.1f MB of activations each, through a %.1f MB copy",
+        batch, per_sample / 2**20, copy / 2**20,
+    )  # fmt: skip
+    return batch, plan_groups(specs, sizes, budget - copy - batch * per_sample)
 
 
 @dataclasses.dataclass
