@@ -15,6 +15,7 @@ import pytest
 import lrf_optuna as lo
 from lrf_optuna import capture, metrics
 from lrf_optuna.capture import kept_inputs
+from lrf_optuna.statistics import ledoit_wolf
 from stream_support import GOLDEN, stream_cnn, stream_data, stream_profile
 
 SCORES = ["cka", "cosine", "nmse"]
@@ -124,3 +125,25 @@ def test_profile_numpy_memory_stays_within_the_budget(monkeypatch):
         tracemalloc.stop()
     assert len(profile) == 3
     assert peak <= settings.memory_budget_mb * 2**20, f"{peak / 2**20:.1f} MB"
+
+
+def test_ledoit_wolf_needs_one_buffer_and_gives_the_textbook_values():
+    """The shrinkage of a D x D moment holds one more D x D buffer (conv5 of ResNet50: 4608 x 4608,
+    170 MB each); before the fix it peaked at 4 (an identity, the centred moment, its square)."""
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((300, 400)) * rng.uniform(0.1, 3.0, 400)
+    moment = vectors.T @ vectors / 300
+    fourth = float(np.sum(np.sum(vectors**2, axis=1) ** 2))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        shrunk, weight = ledoit_wolf(moment, fourth, 300)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak <= 1.1 * moment.nbytes, peak / moment.nbytes
+    mean = np.trace(moment) / 400
+    spread = np.sum((moment - mean * np.eye(400)) ** 2) / 400
+    noise = (fourth / 300 - np.sum(moment**2)) / (300 * 400)
+    assert 0 < weight < 1 and weight == min(max(noise, 0.0), spread) / spread
+    np.testing.assert_array_equal(shrunk, (1 - weight) * moment + weight * mean * np.eye(400))
