@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tracemalloc
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 
 import lrf_optuna as lo
+from lrf_optuna.model._statistics import ledoit_wolf
+from lrf_optuna.similarity import _capture as capture
 from lrf_optuna.similarity import _metrics as metrics
 from lrf_optuna.similarity._capture import kept_inputs
 from stream_support import GOLDEN, stream_cnn, stream_data, stream_profile
@@ -95,3 +99,57 @@ def test_metrics_in_column_blocks_equal_whole_maps(monkeypatch):
         "nmse": 1 / (1 + np.sum((x - y) ** 2) / np.sum(x**2)),
     }
     assert scores == pytest.approx(expected, rel=1e-12)
+
+
+def test_profile_numpy_memory_stays_within_the_budget(monkeypatch):
+    """What the profile holds in NumPy (traced by tracemalloc; TensorFlow's activations are not)
+    stays within ``memory_budget_mb`` when one layer's capture fills most of it. Before the fix
+    it peaked at 29.8 MB for a 20 MB budget: per-batch pieces concatenated at the end of a pass
+    (twice a call's capture), the previous layer's capture held through the next pass (tqdm's
+    frame, the loop variable), a float32 copy of the calibration array."""
+    monkeypatch.setattr(metrics, "BLOCK", 1 << 12)  # the metrics' float64 blocks out of the way
+    monkeypatch.setattr(capture, "BLOCK", 1 << 12)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 8))
+    hidden = keras.layers.Conv2D(16, 3, padding="same", name="a")(inputs)
+    hidden = keras.layers.Conv2D(16, 3, padding="same", name="b")(hidden)
+    pooled = keras.layers.GlobalAveragePooling2D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="head")(pooled))
+    data = np.random.default_rng(0).standard_normal((128, 24, 24, 8)).astype("float32")
+    # every position kept: 2.25 MB of inputs and 4.5 MB of outputs per layer for 128 samples
+    settings = lo.ProfileSettings(
+        max_samples=128, max_positions=1024, memory_budget_mb=20, batch_size=32, ranks_per_method=1,
+        methods=("svd",), factorization="weights",
+    )  # fmt: skip
+    lo.profile_model(model, data[:8], settings=settings, show_progress=False)  # lazy imports first
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        profile = lo.profile_model(model, data, settings=settings, show_progress=False)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(profile) == 3
+    assert peak <= settings.memory_budget_mb * 2**20, f"{peak / 2**20:.1f} MB"
+
+
+def test_ledoit_wolf_needs_one_buffer_and_gives_the_textbook_values():
+    """The shrinkage of a D x D moment holds one more D x D buffer (conv5 of ResNet50: 4608 x 4608,
+    170 MB each); before the fix it peaked at 4 (an identity, the centred moment, its square)."""
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((300, 400)) * rng.uniform(0.1, 3.0, 400)
+    moment = vectors.T @ vectors / 300
+    fourth = float(np.sum(np.sum(vectors**2, axis=1) ** 2))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        shrunk, weight = ledoit_wolf(moment, fourth, 300)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak <= 1.1 * moment.nbytes, peak / moment.nbytes
+    mean = np.trace(moment) / 400
+    spread = np.sum((moment - mean * np.eye(400)) ** 2) / 400
+    noise = (fourth / 300 - np.sum(moment**2)) / (300 * 400)
+    assert 0 < weight < 1 and weight == min(max(noise, 0.0), spread) / spread
+    np.testing.assert_array_equal(shrunk, (1 - weight) * moment + weight * mean * np.eye(400))

@@ -120,6 +120,7 @@ class CopyVisitor:
         """Set the recorded weights, once the new graph has built every layer."""
         for new, weights in self.pending:
             new.set_weights(weights)
+        self.pending = []  # the NumPy copies of every weight: as large as the model (issue 21)
 
 
 def _is_model(layer: Any) -> bool:

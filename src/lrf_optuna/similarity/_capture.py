@@ -20,6 +20,7 @@ captured in groups that fit a memory budget (``estimate``), one forward pass per
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 from collections.abc import Iterator
@@ -101,7 +102,8 @@ def estimate(
 ) -> tuple[int, int]:
     """``(kept, transient)`` peak bytes of one layer's profile: kept inputs and outputs of every
     sample, a candidate's outputs, the metrics' Gram matrices and the moments; transient: what
-    is held only for a while (one batch of full maps, the metrics' float64 blocks)."""
+    is held only for a while (one batch of full maps, the metrics' float64 blocks, the
+    factorizers' work on the moments)."""
     geom, kept_bytes, transient = spec.geometry, 0, 0
     batch = min(batch_size, samples)
     for call in geom.calls:
@@ -115,7 +117,10 @@ def estimate(
         transient = max(transient, 8 * batch * full, 4 * 8 * min(BLOCK, samples * features))
     if statistics:
         groups, dim, _ = statistics_shape(geom)
-        kept_bytes += 2 * 8 * groups * dim**2
+        kept_bytes += 8 * groups * dim**2
+        # the moments' shrinkage buffer, then the data-aware factorizers' working set: measured up
+        # to 3.1 moments (spatial SVD of a 3x3 conv on 512 channels: 497 MB beside a 162 MB moment)
+        transient = max(transient, 3 * 8 * groups * dim**2)
     return kept_bytes, transient
 
 
@@ -175,9 +180,11 @@ def plan_capture(
     """``(batch, groups)``: the forward passes' batch size (at most ``batch_size``, its
     activations within half the budget, less when the largest layer needs more of it)
     and the groups of layers captured per pass; a ValueError naming the smallest budget
-    that works (batch 1) when even that does not fit."""
+    that works (batch 1) when even that does not fit. The tapped copy of the model that the
+    passes run counts too (float32 weights)."""
     per_sample = forward_bytes(model)
-    batch = max(1, min(batch_size, samples, budget // 2 // max(per_sample, 1)))
+    copy = 4 * sum(math.prod(w.shape) for w in model.weights)
+    batch = max(1, min(batch_size, samples, (budget - copy) // 2 // max(per_sample, 1)))
     if not specs:
         return batch, []
     while True:
@@ -186,7 +193,7 @@ def plan_capture(
             for s in specs
         }
         largest = max(specs, key=lambda s: sum(sizes[s.name]), default=None)
-        needed = batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
+        needed = copy + batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
         if needed <= budget or batch == 1:
             break
         batch = max(1, batch // 2)
@@ -194,11 +201,14 @@ def plan_capture(
         raise ValueError(
             f"Invalid `memory_budget_mb`: expected at least {-(-needed // 2**20)} (MB) to profile layer "
             f"'{largest.name}' on these calibration samples (a forward pass of one sample holds "
-            f"{per_sample / 2**20:.1f} MB), received {budget // 2**20}. Fix: raise `memory_budget_mb`, "
+            f"{per_sample / 2**20:.1f} MB, the model's copy {copy / 2**20:.1f} MB), received {budget // 2**20}. Fix: raise `memory_budget_mb`, "
             "or lower `max_samples` or `max_positions`."
         )
-    logger.info("forward passes of %d sample(s), %.1f MB of activations each", batch, per_sample / 2**20)
-    return batch, plan_groups(specs, sizes, budget - batch * per_sample)
+    logger.info(
+        "forward passes of %d sample(s), %.1f MB of activations each, through a %.1f MB copy",
+        batch, per_sample / 2**20, copy / 2**20,
+    )  # fmt: skip
+    return batch, plan_groups(specs, sizes, budget - copy - batch * per_sample)
 
 
 @dataclasses.dataclass
@@ -220,17 +230,33 @@ class Captured:
 
 
 class _CallSink:
-    """Reduces each batch of one layer call to what ``CallCapture`` keeps."""
+    """Reduces each batch of one layer call to what ``CallCapture`` keeps, written into arrays
+    for all ``samples`` allocated at the first batch: no per-batch pieces to concatenate (twice
+    the memory for a moment) nor small long-lived buffers among the transient ones."""
 
-    def __init__(self, layer, spec: LayerSpec, limit: int, seed: int, moments: MomentAccumulator | None):
-        self.layer, self.spec, self.limit, self.seed, self.moments = layer, spec, limit, seed, moments
+    def __init__(self, layer, spec: LayerSpec, options: tuple, moments: MomentAccumulator | None):
+        self.layer, self.spec, self.moments = layer, spec, moments
+        self.samples, self.limit, self.seed = options
         self.capture = CallCapture()
         self.pending: np.ndarray | None = None
+        self.filled = 0
 
     def append_input(self, inputs: np.ndarray) -> None:
         self.pending = inputs
         if self.moments is not None:
             self.moments.append(inputs)
+
+    def _kept_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        subset = self.capture.subset
+        if self.capture.mode == "rows":
+            rows = inputs.reshape(len(inputs), -1, inputs.shape[-1])[:, subset]
+            return rows.reshape(-1, inputs.shape[-1])
+        if self.capture.mode == "windows":
+            windows = padded_windows(inputs, self.layer, self.spec.geometry)
+            index = np.unravel_index(subset, windows.shape[1 : 1 + self.spec.geometry.spatial_rank])
+            picked = windows[(slice(None), *index)]  # (N, p, C, *spans): copies the kept windows only
+            return np.moveaxis(picked, 2, -1).reshape(-1, *picked.shape[3:], picked.shape[2])
+        return inputs
 
     def append_output(self, outputs: np.ndarray) -> None:
         capture, inputs, self.pending = self.capture, self.pending, None
@@ -238,59 +264,72 @@ class _CallSink:
             capture.subset = position_subset(outputs.shape, self.limit, self.seed)
             kept = None if capture.subset is None else len(capture.subset)
             capture.mode = kept_inputs(self.layer, self.spec, inputs.shape[1:-1], kept)[0]
-        subset = capture.subset
-        capture.outputs.append(flatten(outputs, subset))
-        if capture.mode == "rows":
-            rows = inputs.reshape(len(inputs), -1, inputs.shape[-1])[:, subset]
-            inputs = rows.reshape(-1, inputs.shape[-1])
-        elif capture.mode == "windows":
-            windows = padded_windows(inputs, self.layer, self.spec.geometry)
-            index = np.unravel_index(subset, windows.shape[1 : 1 + self.spec.geometry.spatial_rank])
-            picked = windows[(slice(None), *index)]  # (N, p, C, *spans): copies the kept windows only
-            inputs = np.moveaxis(picked, 2, -1).reshape(-1, *picked.shape[3:], picked.shape[2])
-        capture.inputs.append(np.ascontiguousarray(inputs))
+        flat, kept_inputs_ = flatten(outputs, capture.subset), self._kept_inputs(inputs)
+        count, per_sample = len(outputs), len(kept_inputs_) // len(outputs)
+        if not capture.outputs:
+            capture.outputs = [np.empty((self.samples, *flat.shape[1:]), flat.dtype)]
+            capture.inputs = [np.empty((self.samples * per_sample, *kept_inputs_.shape[1:]), inputs.dtype)]
+        start = self.filled
+        capture.outputs[0][start : start + count] = flat
+        capture.inputs[0][start * per_sample : (start + count) * per_sample] = kept_inputs_
+        self.filled += count
+
+
+class _Slot:
+    """One call of a captured layer in the tapped copy; it records only while ``sink`` is set."""
+
+    def __init__(self):
+        self.sink: _CallSink | None = None
+
+    def active(self) -> bool:
+        return self.sink is not None
+
+    def append_input(self, inputs: np.ndarray) -> None:
+        self.sink.append_input(inputs)
+
+    def append_output(self, outputs: np.ndarray) -> None:
+        self.sink.append_output(outputs)
 
 
 class _CaptureVisitor(CopyVisitor):
-    def __init__(self, make_sink):
+    """A faithful copy with switchable taps around every call of the layers at ``paths``."""
+
+    def __init__(self, paths: set[str]):
         super().__init__()
-        self.make_sink = make_sink
-        self.sinks: dict[str, list[_CallSink]] = {}
+        self.paths = paths
+        self.slots: dict[str, list[_Slot]] = {}
 
     def call(self, layer, replacement, path, *args, **kwargs):
-        sink = self.make_sink(path)
-        if sink is None:
+        if path not in self.paths:
             return replacement(*args, **kwargs)
-        self.sinks.setdefault(path, []).append(sink)
-        recorded = Tap(sink.append_input)(args[0])
-        return Tap(sink.append_output)(replacement(recorded, *args[1:], **kwargs))
+        slot = _Slot()
+        self.slots.setdefault(path, []).append(slot)
+        recorded = Tap(slot.append_input, when=slot.active)(args[0])
+        return Tap(slot.append_output, when=slot.active)(replacement(recorded, *args[1:], **kwargs))
 
 
-def _run(model: keras.Model, group: list[LayerSpec], layers: dict, data: np.ndarray, options) -> dict:
+def _run(copy: keras.Model, slots: dict, group: list[LayerSpec], layers: dict, data: np.ndarray, options):
+    """One forward pass of the tapped ``copy`` over ``data``, recording the layers of ``group``."""
     limit, seed, batch_size, with_statistics = options
-    specs = {s.name: s for s in group}
-    moments = {
-        name: MomentAccumulator(layers[name], s.geometry, max_positions=limit, seed=seed)
-        for name, s in specs.items()
-        if with_statistics
-    }
-
-    def make_sink(path: str) -> _CallSink | None:
-        if path not in specs:
-            return None
-        return _CallSink(layers[path], specs[path], limit, seed, moments.get(path))
-
-    visitor = _CaptureVisitor(make_sink)
-    copy = rebuild(model, visitor)
-    visitor.copy_weights()
-    for start in range(0, len(data), batch_size):
-        copy(data[start : start + batch_size], training=False)
-    captured = {}
-    for path, sinks in visitor.sinks.items():
-        calls = [s.capture for s in sinks]
-        for call in calls:
-            call.inputs, call.outputs = [np.concatenate(call.inputs)], [np.concatenate(call.outputs)]
-        captured[path] = Captured(calls, moments[path].result() if path in moments else None)
+    moments = {}
+    for spec in group:
+        if with_statistics:
+            layer = layers[spec.name]
+            moments[spec.name] = MomentAccumulator(layer, spec.geometry, max_positions=limit, seed=seed)
+        for slot in slots[spec.name]:
+            sink_options = (len(data), limit, seed)
+            slot.sink = _CallSink(layers[spec.name], spec, sink_options, moments.get(spec.name))
+    try:
+        for start in range(0, len(data), batch_size):
+            copy(data[start : start + batch_size], training=False)
+        captured = {}
+        for spec in group:
+            calls = [slot.sink.capture for slot in slots[spec.name]]
+            captured[spec.name] = Captured(calls, moments[spec.name].result() if moments else None)
+    finally:
+        for spec in group:
+            for slot in slots[spec.name]:
+                slot.sink = None
     return captured
 
 
@@ -308,8 +347,17 @@ def capture_groups(
     """Yield ``(spec, captured)`` for every spec of ``groups``, one forward pass per group."""
     logger.info("capturing %d layers in %d forward pass(es)", sum(len(g) for g in groups), len(groups))
     options = (max_positions, seed, batch_size, statistics)
-    for group in groups:
-        captured = _run(model, group, layers, data, options)
-        for spec in group:
-            yield spec, captured.pop(spec.name)
-        del captured
+    # one tapped copy for every pass: a copy per pass costs a rebuild, and its weights stay until
+    # the garbage collector finds the copy's reference cycles
+    visitor = _CaptureVisitor({spec.name for group in groups for spec in group})
+    copy = rebuild(model, visitor)
+    visitor.copy_weights()
+    try:
+        for group in groups:
+            captured = _run(copy, visitor.slots, group, layers, data, options)
+            for spec in group:
+                yield spec, captured.pop(spec.name)
+            del captured
+    finally:
+        del copy, visitor
+        gc.collect()  # the copy's weights, before the caller goes on

@@ -157,15 +157,15 @@ class _LayerProbe:
         samples = len(call.outputs[0])
         inputs = call.inputs[0]
         per_sample = len(inputs) // samples  # kept positions per sample ("rows", "windows"), else 1
-        step = self.batch * per_sample
-        parts = []
-        for start in range(0, len(inputs), step):
-            outputs = keras.ops.convert_to_numpy(layer(inputs[start : start + step]))
+        result = np.empty_like(call.outputs[0])  # filled in place: no pieces to concatenate
+        for start in range(0, samples, self.batch):
+            outputs = keras.ops.convert_to_numpy(
+                layer(inputs[start * per_sample : (start + self.batch) * per_sample])
+            )
             if call.mode == "full":
-                parts.append(flatten(outputs, call.subset))
-            else:
-                parts.append(outputs.reshape(-1, per_sample * outputs.shape[-1]))
-        return np.concatenate(parts)
+                outputs = flatten(outputs, call.subset)
+            result[start : start + self.batch] = outputs.reshape(len(outputs) // per_sample, -1)
+        return result
 
     def similarities(self, keras_layout: np.ndarray) -> dict[str, float]:
         for layer in self.layers.values():
@@ -256,8 +256,11 @@ def run_profile(
         model, groups, layers, data, max_positions=settings.max_positions, seed=settings.seed,
         batch_size=batch, statistics=aware,
     )  # fmt: skip
-    for spec, captured in tqdm(
-        groups, total=len(specs), desc="profile", unit="layer", disable=not show_progress
-    ):
-        rows.extend(_profile_layer(layers[spec.name], spec, captured, settings, network))
+    with tqdm(total=len(specs), desc="profile", unit="layer", disable=not show_progress) as bar:
+        # not tqdm(groups): its frame, like the loop variable, would hold the last layer's capture
+        # through the next group's forward pass
+        for spec, captured in groups:
+            rows.extend(_profile_layer(layers[spec.name], spec, captured, settings, network))
+            del captured
+            bar.update()
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
