@@ -14,9 +14,9 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.model._statistics import ledoit_wolf
-from lrf_optuna.similarity import _capture as capture
+from lrf_optuna.similarity import _capture_plan as capture_plan
 from lrf_optuna.similarity import _metrics as metrics
-from lrf_optuna.similarity._capture import kept_inputs
+from lrf_optuna.similarity._capture_plan import kept_inputs
 from stream_support import GOLDEN, stream_cnn, stream_data, stream_profile
 
 SCORES = ["cka", "cosine", "nmse"]
@@ -108,7 +108,7 @@ def test_profile_numpy_memory_stays_within_the_budget(monkeypatch):
     (twice a call's capture), the previous layer's capture held through the next pass (tqdm's
     frame, the loop variable), a float32 copy of the calibration array."""
     monkeypatch.setattr(metrics, "BLOCK", 1 << 12)  # the metrics' float64 blocks out of the way
-    monkeypatch.setattr(capture, "BLOCK", 1 << 12)
+    monkeypatch.setattr(capture_plan, "BLOCK", 1 << 12)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((24, 24, 8))
     hidden = keras.layers.Conv2D(16, 3, padding="same", name="a")(inputs)

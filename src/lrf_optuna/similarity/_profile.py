@@ -26,7 +26,8 @@ from lrf_optuna.model._analysis import ModelAnalysis, analyze
 from lrf_optuna.model._kernel_swap import KernelSwapper
 from lrf_optuna.model._layer_specs import LayerSpec, canonical_kernel, keras_kernel, kernel_variable
 from lrf_optuna.model._statistics import check_calibration
-from lrf_optuna.similarity._capture import CallCapture, Captured, capture_groups, flatten, plan_capture
+from lrf_optuna.similarity._capture import CallCapture, Captured, capture_groups
+from lrf_optuna.similarity._capture_plan import flatten, plan_capture
 from lrf_optuna.similarity._metrics import METRICS, OUTPUT_METRICS, ReferenceMaps
 
 __all__ = [
