@@ -113,13 +113,16 @@ def _last_core(cores: list[np.ndarray], kernel: np.ndarray, moment: np.ndarray, 
     n_a, n_o = math.prod(stage.in_modes[:-1]), math.prod(stage.out_modes[:-1])
     i_d, o_d = stage.in_modes[-1], stage.out_modes[-1]
     left = left.transpose(order).reshape(n_a, n_o, rank)
-    blocks = moment.reshape(n_a, i_d, n_a, i_d)
-    cross = np.einsum("aOr,aiOo->rio", left, (moment @ kernel).reshape(n_a, i_d, n_o, o_d))
-    gram = np.zeros((rank, i_d, rank, i_d))
+    # BLAS tensordots (two-operand einsums ran without BLAS: a 4096x4096 kernel took minutes per rank)
+    blocks = moment.reshape(n_a, i_d, n_a, i_d).transpose(0, 1, 3, 2).reshape(-1, n_a)  # rows (a, i, j)
+    weighted_kernel = (moment @ kernel).reshape(n_a, i_d, n_o, o_d)
+    cross = np.tensordot(left, weighted_kernel, axes=([0, 1], [0, 2]))  # (r, i, o)
+    gram = np.zeros((rank, i_d, i_d, rank))
     for o in range(n_o):  # one output block at a time: bounded memory
-        weighted = np.einsum("aibj,bs->aisj", blocks, left[:, o])
-        gram += np.einsum("ar,aisj->risj", left[:, o], weighted)
-    gram, cross = gram.reshape(rank * i_d, -1), cross.reshape(rank * i_d, o_d)
+        weighted = (blocks @ left[:, o]).reshape(n_a, i_d * i_d * rank)  # (a, (i, j, s))
+        gram += (left[:, o].T @ weighted).reshape(rank, i_d, i_d, rank)
+    gram = gram.transpose(0, 1, 3, 2).reshape(rank * i_d, -1)  # rows (r, i), columns (s, j)
+    cross = cross.reshape(rank * i_d, o_d)
     try:
         last = np.linalg.solve(gram, cross)
     except np.linalg.LinAlgError:
