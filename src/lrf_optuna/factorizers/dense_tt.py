@@ -63,14 +63,15 @@ class TensorTrain(Factorizer):
         # so nothing is shared across ranks.
         if stats is None:
             return kernel.astype(np.float64), None
-        return kernel.astype(np.float64), regularized(stats.moments[0])
+        kernel, moment = kernel.astype(np.float64), regularized(stats.moments[0])
+        return kernel, (moment, moment @ kernel)  # C W: the same for every rank
 
     def at_rank(self, prepared, geom, rank, *, seed):
-        kernel, moment = prepared
+        kernel, aware = prepared
         (stage,) = self.stages(geom, rank)
         cores = _tt_svd(kernel, stage)
-        if moment is not None:
-            cores[-1] = _last_core(cores[:-1], kernel, moment, stage)
+        if aware is not None:
+            cores[-1] = _last_core(cores[:-1], *aware, stage)
         return cores
 
     def reconstruct(self, kernels, geom, rank):
@@ -96,9 +97,12 @@ def _tt_svd(kernel: np.ndarray, stage: TTStage) -> list[np.ndarray]:
     return list(tt.factors)
 
 
-def _last_core(cores: list[np.ndarray], kernel: np.ndarray, moment: np.ndarray, stage: TTStage) -> np.ndarray:
+def _last_core(
+    cores: list[np.ndarray], moment: np.ndarray, weighted_kernel: np.ndarray, stage: TTStage
+) -> np.ndarray:
     """Data-aware TT: the TT-SVD's first cores, and the last core that minimizes the output
-    error under the input moment ``C`` given them (least squares, closed form).
+    error under the input moment ``C`` given them (least squares, closed form);
+    ``weighted_kernel`` is ``C @ W``.
 
     With ``A`` the first input modes, ``O`` the first output modes and ``r`` the last
     bond, the chain computes ``W'[(a,i),(O,o)] = sum_r L[a,O,r] G[r,i,o]``: for each ``O``
@@ -113,18 +117,36 @@ def _last_core(cores: list[np.ndarray], kernel: np.ndarray, moment: np.ndarray, 
     n_a, n_o = math.prod(stage.in_modes[:-1]), math.prod(stage.out_modes[:-1])
     i_d, o_d = stage.in_modes[-1], stage.out_modes[-1]
     left = left.transpose(order).reshape(n_a, n_o, rank)
-    # BLAS tensordots (two-operand einsums ran without BLAS: a 4096x4096 kernel took minutes per rank)
-    blocks = moment.reshape(n_a, i_d, n_a, i_d).transpose(0, 1, 3, 2).reshape(-1, n_a)  # rows (a, i, j)
-    weighted_kernel = (moment @ kernel).reshape(n_a, i_d, n_o, o_d)
-    cross = np.tensordot(left, weighted_kernel, axes=([0, 1], [0, 2]))  # (r, i, o)
-    gram = np.zeros((rank, i_d, i_d, rank))
-    for o in range(n_o):  # one output block at a time: bounded memory
-        weighted = (blocks @ left[:, o]).reshape(n_a, i_d * i_d * rank)  # (a, (i, j, s))
-        gram += (left[:, o].T @ weighted).reshape(rank, i_d, i_d, rank)
-    gram = gram.transpose(0, 1, 3, 2).reshape(rank * i_d, -1)  # rows (r, i), columns (s, j)
-    cross = cross.reshape(rank * i_d, o_d)
+    weighted_kernel = weighted_kernel.reshape(n_a, i_d, n_o, o_d)
+    cross = np.tensordot(left, weighted_kernel, axes=([0, 1], [0, 2])).reshape(rank * i_d, o_d)
+    gram = _gram(left, moment.reshape(n_a, i_d, n_a, i_d))
     try:
         last = np.linalg.solve(gram, cross)
     except np.linalg.LinAlgError:
         last = np.linalg.lstsq(gram, cross, rcond=None)[0]
     return last.reshape(rank, i_d, o_d, 1)
+
+
+def _gram(left: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """``sum_O (L_O (x) I)^T C (L_O (x) I)``, rows ``(r, i)`` and columns ``(s, j)``, by BLAS
+    tensordots (two-operand einsums ran without BLAS: minutes per rank on 4096x4096).
+
+    Small ranks first sum ``K = sum_O L_O L_O^T`` over the output blocks (work ~ r^2), larger
+    ones go one output block at a time (work ~ r); either way in chunks of bounded memory.
+    """
+    n_a, n_o, rank = left.shape
+    i_d = blocks.shape[1]
+    if rank * (n_o + i_d * i_d) < n_o * i_d * i_d:
+        gram = np.zeros((rank, rank, i_d, i_d))
+        chunk = max(1, 2**23 // (n_a * rank * rank))
+        for start in range(0, n_a, chunk):
+            part = slice(start, start + chunk)
+            pairs = np.tensordot(left[part], left, axes=([1], [1]))  # K[a, r, b, s]
+            gram += np.tensordot(pairs, blocks[part], axes=([0, 2], [0, 2]))  # (r, s, i, j)
+        return gram.transpose(0, 2, 1, 3).reshape(rank * i_d, -1)
+    flat = blocks.transpose(0, 1, 3, 2).reshape(-1, n_a)  # rows (a, i, j)
+    gram = np.zeros((rank, i_d, i_d, rank))
+    for o in range(n_o):  # one output block at a time: bounded memory
+        weighted = (flat @ left[:, o]).reshape(n_a, i_d * i_d * rank)  # (a, (i, j, s))
+        gram += (left[:, o].T @ weighted).reshape(rank, i_d, i_d, rank)
+    return gram.transpose(0, 1, 3, 2).reshape(rank * i_d, -1)
