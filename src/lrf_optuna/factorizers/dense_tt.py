@@ -1,8 +1,9 @@
 """Tensor-train matrix (TT-SVD, Oseledets 2011; TT layers of Novikov et al. 2015).
 
-The TT-SVD is TensorLy's ``tensor_train_matrix``: nothing is shared across ranks, and it ran as
-fast as the NumPy loop it replaced (the same LAPACK SVDs: CPU time ratio 1.00-1.02 at one rank
-and over the profile's grid, benchmarks/results/tensorly_speed.txt).
+The TT-SVD is TensorLy's ``tensor_train_matrix`` (its ``svd_interface`` SVDs, in its order; it
+ran as fast as the NumPy loop it replaced, benchmarks/results/tensorly_speed.txt), except that
+the first SVD, the same for every rank up to truncation, is computed once per layer: on a
+4096x4096 kernel it was ~90 % of each rank's time.
 """
 
 from __future__ import annotations
@@ -59,17 +60,18 @@ class TensorTrain(Factorizer):
         return (TTStage(in_modes, out_modes, (1,) + inner + (1,)),)
 
     def prepare(self, kernel, geom, *, seed, stats=None):
-        # TT-SVD is sequential: the SVD of step k depends on the ranks before it,
-        # so nothing is shared across ranks.
+        # TT-SVD is sequential: only its first SVD (truncated later) is shared across ranks.
+        kernel = kernel.astype(np.float64)
+        first = _first_svd(kernel, *tt_modes(geom))
         if stats is None:
-            return kernel.astype(np.float64), None
-        kernel, moment = kernel.astype(np.float64), regularized(stats.moments[0])
-        return kernel, (moment, moment @ kernel)  # C W: the same for every rank
+            return first, None
+        moment = regularized(stats.moments[0])
+        return first, (moment, moment @ kernel)  # C W: the same for every rank
 
     def at_rank(self, prepared, geom, rank, *, seed):
-        kernel, aware = prepared
+        first, aware = prepared
         (stage,) = self.stages(geom, rank)
-        cores = _tt_svd(kernel, stage)
+        cores = _tt_svd(first, stage)
         if aware is not None:
             cores[-1] = _last_core(cores[:-1], *aware, stage)
         return cores
@@ -85,16 +87,39 @@ class TensorTrain(Factorizer):
         return full.transpose(order).reshape(geom.kernel_shape)
 
 
-def _tt_svd(kernel: np.ndarray, stage: TTStage) -> list[np.ndarray]:
-    """TT-SVD cores ``(r0, i, o, r1)`` by TensorLy's ``tensor_train_matrix``: the same SVDs as the
-    NumPy loop it replaced and as fast (benchmarks/results/tensorly_speed.txt). Imported here:
-    ``import tensorly`` takes seconds and only Dense layers need it."""
+def _first_svd(kernel: np.ndarray, in_modes, out_modes) -> tuple[np.ndarray, ...]:
+    """``(U, S, V)`` of the TT-SVD's first unfolding, untruncated: TensorLy's truncated SVD slices
+    the full one and flips signs per column, so each rank's first step is a prefix of this.
+    TensorLy is imported here: ``import tensorly`` takes seconds and only Dense layers need it."""
     import tensorly as tl
-    from tensorly.decomposition import tensor_train_matrix
+    from tensorly.tenalg.svd import svd_interface
 
+    tensor = _to_tt_order(kernel, in_modes, out_modes)
+    unfolding = tensor.reshape(tensor.shape[0], -1)
     with tl.backend_context("numpy"):
-        tt = tensor_train_matrix(kernel.reshape(stage.in_modes + stage.out_modes), list(stage.ranks))
-    return list(tt.factors)
+        u, s, v = svd_interface(unfolding, n_eigenvecs=min(unfolding.shape))
+    return u, s, v, np.array(tensor.shape)
+
+
+def _tt_svd(first: tuple[np.ndarray, ...], stage: TTStage) -> list[np.ndarray]:
+    """TT-SVD cores ``(r0, i, o, r1)``, TensorLy's ``tensor_train`` steps after the shared first
+    SVD (``_first_svd``): the same SVDs, truncations and reshapes."""
+    import tensorly as tl
+    from tensorly.tenalg.svd import svd_interface
+
+    u, s, v, sizes = first
+    rank = min(len(s), stage.ranks[1])
+    factors = [u[:, :rank].reshape(1, sizes[0], rank)]
+    unfolding = s[:rank, None] * v[:rank]
+    with tl.backend_context("numpy"):
+        for k in range(1, len(sizes) - 1):
+            unfolding = unfolding.reshape(rank * sizes[k], -1)
+            current = min(*unfolding.shape, stage.ranks[k + 1])
+            u_k, s_k, v_k = svd_interface(unfolding, n_eigenvecs=current)
+            factors.append(u_k.reshape(rank, sizes[k], current))
+            unfolding, rank = s_k[:, None] * v_k, current
+    factors.append(unfolding.reshape(rank, sizes[-1], 1))
+    return [f.reshape(f.shape[0], i, o, -1) for f, i, o in zip(factors, stage.in_modes, stage.out_modes)]
 
 
 def _last_core(
