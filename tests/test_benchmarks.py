@@ -428,3 +428,12 @@ def test_tensorly_speed_quick():
         own_error, tl_error, gap = (float(x) for x in row[-3:])
         # same algorithms (CP: same start, same iterations): the same reconstruction error at every rank
         assert 0 < own_error < 1 and abs(own_error - tl_error) <= gap < 1e-9, row
+
+
+def test_data_aware_speed_quick():
+    out = run_quick("data_aware_speed.py")
+    assert out.startswith("data-aware factorization CPU seconds (quick mode)"), out
+    rows = [line.split() for line in out.splitlines()[2:]]
+    methods = [row[-4] for row in rows if row[-3].isdigit()]  # per method: method, ranks, prepare, at_rank
+    assert methods == ["tucker2", "cp", "svd", "spatial_svd", "svd", "tt", "tucker"], out
+    assert all(float(row[-1]) >= 0 for row in rows), out

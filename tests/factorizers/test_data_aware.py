@@ -167,3 +167,40 @@ def test_refit_lowers_the_calibration_error_of_every_layer_kind(case_id, method)
     refit = lo.materialize(b.model, plan, calibration=x)
     assert [w.shape for w in refit.weights] == [w.shape for w in aware.weights]
     assert error(refit) <= error(aware) * (1 + 1e-4) + 1e-6
+
+
+def test_column_fits_equal_fit_last_on_every_column_subset():
+    """The precomputed fits (one gram for all ranks) are fit_last's normal equations."""
+    from lrf_optuna.factorizers.data_aware import ColumnFits, fit_last, regularized
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((40, 30))
+    moment = regularized(vectors.T @ vectors / 40)
+    kernel, design = rng.standard_normal((30, 7)), rng.standard_normal((30, 12))
+    fits = ColumnFits.of(design, moment, kernel, moment @ kernel)
+    for columns in (np.arange(1), np.arange(5), np.array([0, 1, 6, 7]), np.arange(12)):
+        expected, expected_error = fit_last(design[:, columns], moment, kernel)
+        last, error = fits.fit(columns)
+        np.testing.assert_allclose(last, expected, rtol=1e-9, atol=1e-12)
+        assert error == pytest.approx(expected_error, rel=1e-9)
+
+
+@pytest.mark.parametrize("rank", [1, 3, 5, 6])
+def test_spatial_svd_precomputed_fits_match_the_direct_fit(rank):
+    """Ranks up to the useful maximum use ColumnFits, past it the direct fit: same factors."""
+    from lrf_optuna.factorizers.conv_spatial_svd import _AwareGroup, _design
+    from lrf_optuna.factorizers.data_aware import fit_last, regularized
+
+    rng = np.random.default_rng(4)
+    part = rng.standard_normal((3, 3, 2, 4))
+    vectors = rng.standard_normal((50, 18))
+    moment = vectors.T @ vectors / 50
+    left = np.linalg.svd(part.transpose(0, 2, 1, 3).reshape(6, 12))[0]
+    group = _AwareGroup.of(part, moment, left, bound=5)
+    vertical, horizontal = group.at_rank(rank)
+    errors = []
+    for candidate in group.lefts:
+        errors.append(fit_last(_design(candidate, rank, 3, 3), regularized(moment), group.kernel))
+    last, _ = min(errors, key=lambda pair: pair[1])
+    np.testing.assert_allclose(horizontal.reshape(last.shape), last, rtol=1e-8, atol=1e-10)
+    assert vertical.shape == (3, 1, 2, rank)
