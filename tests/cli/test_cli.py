@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import os
 
@@ -12,12 +11,9 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from cli_support import digest, write_random_data
 
 from lrf_optuna.cli import build_parser, main
-
-
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture
@@ -29,12 +25,7 @@ def workspace(tmp_path, monkeypatch):
     h = keras.layers.Flatten()(h)
     model = keras.Model(inputs, keras.layers.Dense(10, name="fc")(h))
     model.save(tmp_path / "tiny.keras")
-    rng = np.random.default_rng(0)
-    arrays = {
-        "x_train": rng.random((96, 12, 12, 1), np.float32), "y_train": rng.integers(0, 10, 96),
-        "x_test": rng.random((32, 12, 12, 1), np.float32), "y_test": rng.integers(0, 10, 32),
-    }  # fmt: skip
-    np.savez(tmp_path / "data.npz", **arrays)
+    write_random_data(tmp_path, train=96)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -50,7 +41,7 @@ def test_every_command_has_help(capsys):
 
 def test_search_finetune_report_round_trip(workspace, capsys):
     common = ["--model", "tiny.keras", "--data", "data.npz", "--calibration", "32", "--study", "t"]
-    before = _digest(workspace / "tiny.keras")
+    before = digest(workspace / "tiny.keras")
     assert main(["search", *common, "--trials", "16", "--population", "6"]) == 0
     storage = "sqlite:///studies/t.db"
     study = optuna.load_study(study_name="t", storage=storage)
@@ -81,7 +72,7 @@ def test_search_finetune_report_round_trip(workspace, capsys):
     assert (
         workspace / "studies" / "t-report" / "pareto_2d.html"
     ).stat().st_size > 100_000  # plotly.js embedded
-    assert _digest(workspace / "tiny.keras") == before  # the input model is never modified
+    assert digest(workspace / "tiny.keras") == before  # the input model is never modified
 
 
 def test_missing_model_is_a_clear_error(workspace, caplog):

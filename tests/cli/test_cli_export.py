@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 
@@ -12,14 +11,11 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from cli_support import digest, write_random_data
 
 import lrf_optuna as lo
 from lrf_optuna.cli import QUANTIZATIONS, build_parser, main
 from lrf_optuna.runtime._tflite import load_interpreter, run_interpreter
-
-
-def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _tiny(filters: int) -> keras.Model:
@@ -34,12 +30,7 @@ def workspace(tmp_path, monkeypatch):
     keras.utils.set_random_seed(0)
     _tiny(8).save(tmp_path / "tiny.keras")
     _tiny(4).save(tmp_path / "smaller.keras")
-    rng = np.random.default_rng(0)
-    arrays = {
-        "x_train": rng.random((64, 12, 12, 1), np.float32), "y_train": rng.integers(0, 10, 64),
-        "x_test": rng.random((32, 12, 12, 1), np.float32), "y_test": rng.integers(0, 10, 32),
-    }  # fmt: skip
-    np.savez(tmp_path / "data.npz", **arrays)
+    write_random_data(tmp_path, train=64)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -70,11 +61,11 @@ def test_export_of_a_studys_finetuned_trial(workspace, capsys, caplog):
     assert "Run `lrf-optuna finetune --study t` first" in caplog.text
     assert main(["finetune", *common, "--learning-rate", "1e-4", "--output", "studies/tuned.keras"]) == 0
     tuned = workspace / "studies" / "tuned.keras"
-    before = _digest(tuned)
+    before = digest(tuned)
     assert main(["export", "--study", "t"]) == 0
     assert f"TFLite model: {os.path.join('studies', 'tuned.tflite')}" in capsys.readouterr().out
     _tflite_matches(workspace / "studies" / "tuned.tflite", tuned, atol=1e-4)
-    assert _digest(tuned) == before
+    assert digest(tuned) == before
 
     # The artifact is the recorded model: a later overwrite of model_file does not change the export.
     _tiny(8).save(tuned)
