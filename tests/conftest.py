@@ -77,12 +77,12 @@ def _seed_keras():
 
 # Reports export PNGs through Chromium when it is installed: ~2.5 s CPU and ~10 s wall per
 # report, for files no test but test_report.py's PNG test reads. That test restores it.
-WRITE_PNG = _report._write_png
+WRITE_PNGS = _report._write_pngs
 
 
 @pytest.fixture(autouse=True)
 def _no_png_export(monkeypatch):
-    monkeypatch.setattr(_report, "_write_png", lambda figure, path: False)
+    monkeypatch.setattr(_report, "_write_pngs", lambda figures, out: [])
 
 
 TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)

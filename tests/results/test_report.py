@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import lrf_optuna as lo
-from conftest import WRITE_PNG
+from conftest import WRITE_PNGS
 from lrf_optuna.core._cost import Cost
 from lrf_optuna.results import _report
 from lrf_optuna.results._finetune import FinetuneResult
@@ -59,11 +59,46 @@ def test_write_report_is_offline_html_and_csv(tmp_path):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="PNG export needs Chromium")
 def test_write_report_exports_each_figure_as_png_when_chromium_exists(tmp_path, monkeypatch):
     # the one test that pays for Chromium (conftest turns PNG export off for the others)
-    monkeypatch.setattr(_report, "_write_png", WRITE_PNG)
+    monkeypatch.setattr(_report, "_write_pngs", WRITE_PNGS)
     written = lo.results.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"])
     pngs = [p for p in written if p.suffix == ".png"]
     assert sorted(p.name for p in pngs) == ["decisions.png", "pareto_2d.png", "pareto_3d.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_png_export_retries_once_and_never_counts_a_stale_file(tmp_path, monkeypatch, caplog):
+    # kaleido 1.x sometimes evaluates before its page loaded ("kaleido_scopes is not defined", seen in CI)
+    monkeypatch.setattr(_report, "_write_pngs", WRITE_PNGS)
+    monkeypatch.setattr(_report.shutil, "which", lambda name: "/usr/bin/" + name)
+    calls = []
+
+    def flaky_write_images(figures, paths):
+        calls.append(len(figures))
+        if len(calls) == 1:
+            paths[0].write_bytes(b"half")  # a partial file from the failed attempt
+            raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+        for path in paths:
+            path.write_bytes(b"png")
+
+    monkeypatch.setattr(_report.pio, "write_images", flaky_write_images)
+    written = lo.results.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"])
+    assert calls == [3, 3]
+    assert sorted(p.name for p in written if p.suffix == ".png") == [
+        "decisions.png",
+        "pareto_2d.png",
+        "pareto_3d.png",
+    ]
+    assert {p.read_bytes() for p in tmp_path.glob("*.png")} == {b"png"}
+
+    def broken_write_images(figures, paths):
+        paths[0].write_bytes(b"half")
+        raise RuntimeError("no browser")
+
+    (tmp_path / "decisions.png").write_bytes(b"stale")  # from an earlier report
+    monkeypatch.setattr(_report.pio, "write_images", broken_write_images)
+    written = lo.results.write_report(study_with_plans(), tmp_path, layers=["conv", "fc"])
+    assert [p for p in written if p.suffix == ".png"] == [] and list(tmp_path.glob("*.png")) == []
+    assert "attempt 2 of 2" in caplog.text and "HTML files have the same figures" in caplog.text
 
 
 def test_summary_table_text():

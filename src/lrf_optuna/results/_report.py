@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from lrf_optuna.core._cost import Cost
 from lrf_optuna.results._finetune import FinetuneResult
@@ -112,16 +113,33 @@ def decisions_figure(study: optuna.Study, layers: list[str]) -> go.Figure:
     return figure
 
 
-def _write_png(figure: go.Figure, path: Path) -> bool:
+PNG_ATTEMPTS = 2  # kaleido 1.x can evaluate before its page has loaded ("kaleido_scopes is not defined")
+
+
+def _write_pngs(figures: dict[str, go.Figure], out: Path) -> list[Path]:
+    """Write every figure as PNG in one browser session; the written paths ([] without Chromium)."""
     if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
-        logger.info("no Chromium found: skipping PNG export of %s", path.name)
-        return False
-    try:
-        figure.write_image(str(path))
-        return True
-    except Exception as error:  # kaleido reports browser problems with many types
-        logger.warning("PNG export of %s failed (%s); the HTML file has the same figure", path.name, error)
-        return False
+        logger.info("no Chromium found: skipping PNG export")
+        return []
+    paths = [out / f"{name}.png" for name in figures]
+    for attempt in range(1, PNG_ATTEMPTS + 1):
+        for path in paths:  # a file left by an earlier report or a failed attempt must not count
+            path.unlink(missing_ok=True)
+        try:
+            pio.write_images(list(figures.values()), paths)
+            return paths
+        except Exception as error:  # kaleido reports browser problems with many types
+            logger.log(
+                logging.WARNING if attempt == PNG_ATTEMPTS else logging.INFO,
+                "PNG export failed on attempt %d of %d (%s)%s",
+                attempt,
+                PNG_ATTEMPTS,
+                error,
+                "; the HTML files have the same figures" if attempt == PNG_ATTEMPTS else "; retrying",
+            )
+    for path in paths:  # a failed attempt may leave partial files: none of them counts
+        path.unlink(missing_ok=True)
+    return []
 
 
 def write_report(
@@ -137,8 +155,8 @@ def write_report(
         html = out / f"{name}.html"
         figure.write_html(str(html), include_plotlyjs=True)  # embedded plotly.js: works offline
         written.append(html)
-        if png and _write_png(figure, out / f"{name}.png"):
-            written.append(out / f"{name}.png")
+    if png:
+        written.extend(_write_pngs(figures, out))
     return written
 
 
