@@ -4,7 +4,9 @@ every path it keeps inputs by, and a memory budget checked up front."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+import tempfile
 import tracemalloc
 
 import keras
@@ -14,6 +16,7 @@ import pytest
 
 import lrf_optuna as lo
 from lrf_optuna.model._statistics import ledoit_wolf
+from lrf_optuna.similarity import _capture as capture
 from lrf_optuna.similarity import _capture_plan as capture_plan
 from lrf_optuna.similarity import _metrics as metrics
 from lrf_optuna.similarity._capture_plan import kept_inputs
@@ -52,6 +55,39 @@ def test_streamed_profile_equals_the_full_map_profile(golden, factorization):
     np.testing.assert_allclose(actual[SCORES], expected[SCORES], rtol=1e-6, atol=0)
     np.testing.assert_allclose(actual["weight_error"], expected["weight_error"], rtol=1e-6, atol=1e-9)
     assert actual[["output_cka", "output_cosine", "output_nmse"]].isna().all().all()
+
+
+def test_passes_from_the_frontier_equal_whole_passes_bit_for_bit(monkeypatch, tmp_path, caplog):
+    # 4 MB: five groups (measured with plan_capture), so four frontiers written and read back
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="lrf_optuna.similarity._capture"):
+        cut_profile = stream_profile("data_aware", memory_budget_mb=4)
+    assert "5 forward pass(es), each from the previous one's frontier" in caplog.text
+    assert caplog.text.count("frontier after pass") == 4
+    assert list(tmp_path.iterdir()) == []  # the frontier files are gone
+    monkeypatch.setattr(capture, "cut", lambda *args: None)  # the whole passes of before
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lrf_optuna.similarity._capture"):
+        whole_profile = stream_profile("data_aware", memory_budget_mb=4)
+    assert "frontier" not in caplog.text
+    pd.testing.assert_frame_equal(cut_profile, whole_profile)
+
+
+def test_an_interrupted_capture_leaves_no_frontier_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    calls = []
+
+    def failing_second_pass(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    original = capture._segment_pass
+    monkeypatch.setattr(capture, "_segment_pass", failing_second_pass)
+    with pytest.raises(KeyboardInterrupt):
+        stream_profile("weights", memory_budget_mb=4)
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []
 
 
 def test_budget_too_small_for_one_layer_is_refused_with_the_minimum():

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import keras
 
+from lrf_optuna.model._segments import TopLevelCall, keras_tensors
+
 __all__ = [
     "CopyVisitor",
     "GraphVisitor",
@@ -132,8 +134,9 @@ def _is_raw_operation(operation: Any) -> bool:
 
 
 class _Walker:
-    def __init__(self, visitor: GraphVisitor):
+    def __init__(self, visitor: GraphVisitor, calls: list | None = None):
         self.visitor = visitor
+        self.calls = calls  # top-level calls, recorded for ``_segments.cut``
         self.replacements: dict[int, Any] = {}  # id(original) -> replacement, keeps sharing
         self.originals: dict[int, tuple[Any, str]] = {}  # id(replacement) -> (original, path)
 
@@ -153,8 +156,12 @@ class _Walker:
     def call(self, new: Any, *args, **kwargs) -> Any:
         layer, path = self.originals[id(new)]
         if _is_model(layer) or _is_raw_operation(layer):
-            return new(*args, **kwargs)
-        return self.visitor.call(layer, new, path, *args, **kwargs)
+            result = new(*args, **kwargs)
+        else:
+            result = self.visitor.call(layer, new, path, *args, **kwargs)
+        if self.calls is not None and "/" not in path:  # Keras names never hold "/": top level
+            self.calls.append(TopLevelCall(path, keras_tensors((args, kwargs)), keras_tensors(result)))
+        return result
 
     def rebuild(self, model: keras.Model, prefix: str = "") -> keras.Model:
         if isinstance(model, keras.Sequential):
@@ -194,12 +201,13 @@ def _count_operations(model: keras.Model) -> int:
     return sum(_count_operations(op) if _is_model(op) else 1 for op in operations)
 
 
-def rebuild(model: keras.Model, visitor: GraphVisitor) -> keras.Model:
-    """A new model with the same graph as ``model``, each layer as ``visitor`` decides."""
+def rebuild(model: keras.Model, visitor: GraphVisitor, *, calls: list | None = None) -> keras.Model:
+    """A new model with the same graph as ``model``, each layer as ``visitor`` decides;
+    ``calls`` (a list) receives its top-level calls in graph order (``TopLevelCall``)."""
     check_graph_model(model)
     # a factorized layer becomes at most 3 layers, plus Keras' own frames
     with recursion_headroom(1000 + 4 * _count_operations(model)):
-        return _Walker(visitor).rebuild(model)
+        return _Walker(visitor, calls).rebuild(model)
 
 
 def copy_model(model: keras.Model) -> tuple[keras.Model, dict[str, keras.layers.Layer]]:

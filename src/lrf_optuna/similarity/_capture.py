@@ -20,9 +20,14 @@ captured in groups that fit a memory budget (``_capture_plan``), one forward pas
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
+import math
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -31,6 +36,7 @@ import numpy as np
 from lrf_optuna.factorizers.data_aware import LayerStatistics
 from lrf_optuna.model._graph import CopyVisitor, rebuild
 from lrf_optuna.model._layer_specs import LayerSpec
+from lrf_optuna.model._segments import Segment, cut
 from lrf_optuna.model._statistics import MomentAccumulator, Tap, padded_windows
 from lrf_optuna.similarity._capture_plan import flatten, kept_inputs, position_subset
 
@@ -140,20 +146,64 @@ class _CaptureVisitor(CopyVisitor):
         return Tap(slot.append_output, when=slot.active)(replacement(recorded, *args[1:], **kwargs))
 
 
-def _run(copy: keras.Model, slots: dict, group: list[LayerSpec], layers: dict, data: np.ndarray, options):
-    """One forward pass of the tapped ``copy`` over ``data``, recording the layers of ``group``."""
-    limit, seed, batch_size, with_statistics = options
+class _Frontier:
+    """A segment's frontier for every sample, in files under ``directory``, not in memory:
+    at 224x224, ResNet50's frontier inside its first stage holds 4 MB per sample."""
+
+    def __init__(self, directory: Path, name: str, count: int):
+        self.paths = [directory / f"{name}_{index}.bin" for index in range(count)]
+        self.layouts: list[tuple[tuple, np.dtype]] = []
+
+    def append(self, arrays: list[np.ndarray]) -> None:
+        if not self.layouts:
+            self.layouts = [(a.shape[1:], a.dtype) for a in arrays]
+        for path, array in zip(self.paths, arrays):
+            with open(path, "ab") as file:
+                np.ascontiguousarray(array).tofile(file)
+
+    def read(self, start: int, count: int) -> list[np.ndarray]:
+        arrays = []
+        for path, (shape, dtype) in zip(self.paths, self.layouts):
+            size = math.prod(shape)
+            flat = np.fromfile(path, dtype=dtype, count=count * size, offset=start * size * dtype.itemsize)
+            arrays.append(flat.reshape(-1, *shape))
+        return arrays
+
+    def nbytes(self) -> int:
+        return sum(path.stat().st_size for path in self.paths if path.exists())
+
+    def remove(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
+def _segment_pass(segment: Segment, source: _Frontier | None, target: _Frontier | None, data, batch_size):
+    """Run one segment over every sample, from the model input or ``source``, writing ``target``."""
+    for start in range(0, len(data), batch_size):
+        inputs = [data[start : start + batch_size]] if source is None else source.read(start, batch_size)
+        outputs = keras.tree.flatten(segment.model(inputs, training=False))
+        if target is not None:
+            target.append([keras.ops.convert_to_numpy(t) for t in segment.frontier_of(inputs, outputs)])
+
+
+def _whole_pass(copy: keras.Model, data: np.ndarray, batch_size: int) -> None:
+    for start in range(0, len(data), batch_size):
+        copy(data[start : start + batch_size], training=False)
+
+
+def _run(forward, slots: dict, group: list[LayerSpec], layers: dict, samples: int, options):
+    """One forward pass (``forward()``) of the tapped copy, recording the layers of ``group``."""
+    limit, seed, _, with_statistics = options
     moments = {}
     for spec in group:
         if with_statistics:
             layer = layers[spec.name]
             moments[spec.name] = MomentAccumulator(layer, spec.geometry, max_positions=limit, seed=seed)
         for slot in slots[spec.name]:
-            sink_options = (len(data), limit, seed)
+            sink_options = (samples, limit, seed)
             slot.sink = _CallSink(layers[spec.name], spec, sink_options, moments.get(spec.name))
     try:
-        for start in range(0, len(data), batch_size):
-            copy(data[start : start + batch_size], training=False)
+        forward()
         captured = {}
         for spec in group:
             calls = [slot.sink.capture for slot in slots[spec.name]]
@@ -163,6 +213,23 @@ def _run(copy: keras.Model, slots: dict, group: list[LayerSpec], layers: dict, d
             for slot in slots[spec.name]:
                 slot.sink = None
     return captured
+
+
+def _passes(copy, segments, data, batch_size, directory):
+    """One ``forward()`` per group: its segment from the previous frontier, or a whole pass."""
+    source = None
+    for number, segment in enumerate(segments or []):
+        target = None
+        if segment.frontier:
+            target = _Frontier(directory, str(number), len(segment.frontier))
+        yield functools.partial(_segment_pass, segment, source, target, data, batch_size)
+        if source is not None:
+            source.remove()
+        if target is not None:
+            logger.info("frontier after pass %d: %.1f MB on disk", number + 1, target.nbytes() / 2**20)
+        source = target
+    while segments is None:
+        yield functools.partial(_whole_pass, copy, data, batch_size)
 
 
 def capture_groups(
@@ -176,20 +243,28 @@ def capture_groups(
     batch_size: int = 32,
     statistics: bool = False,
 ) -> Iterator[tuple[LayerSpec, Captured]]:
-    """Yield ``(spec, captured)`` for every spec of ``groups``, one forward pass per group."""
-    logger.info("capturing %d layers in %d forward pass(es)", sum(len(g) for g in groups), len(groups))
+    """Yield ``(spec, captured)`` for every spec of ``groups``, one forward pass per group:
+    of the group's segment alone where the graph can be cut (``lrf_optuna.model._segments``)."""
     options = (max_positions, seed, batch_size, statistics)
     # one tapped copy for every pass: a copy per pass costs a rebuild, and its weights stay until
     # the garbage collector finds the copy's reference cycles
-    visitor = _CaptureVisitor({spec.name for group in groups for spec in group})
-    copy = rebuild(model, visitor)
+    visitor, calls = _CaptureVisitor({spec.name for group in groups for spec in group}), []
+    copy = rebuild(model, visitor, calls=calls)
     visitor.copy_weights()
+    segments = cut(copy, calls, [{spec.name for spec in group} for group in groups])
+    logger.info(
+        "capturing %d layers in %d forward pass(es)%s", sum(len(g) for g in groups), len(groups),
+        "" if segments is None else ", each from the previous one's frontier",
+    )  # fmt: skip
+    directory = Path(tempfile.mkdtemp(prefix="lrf_optuna_frontier_"))
     try:
-        for group in groups:
-            captured = _run(copy, visitor.slots, group, layers, data, options)
+        passes = _passes(copy, segments, data, batch_size, directory)
+        for group, forward in zip(groups, passes):
+            captured = _run(forward, visitor.slots, group, layers, len(data), options)
             for spec in group:
                 yield spec, captured.pop(spec.name)
             del captured
     finally:
-        del copy, visitor
+        del copy, visitor, segments
+        shutil.rmtree(directory, ignore_errors=True)
         gc.collect()  # the copy's weights, before the caller goes on
