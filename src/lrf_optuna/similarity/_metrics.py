@@ -63,24 +63,40 @@ class ReferenceMaps:
         self.row_norms = np.sqrt(squares)
         self.energy = float(np.sum(squares))
 
-    def _compare(self, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """Per-sample dot products and candidate norms, and the total squared error."""
-        dots, squares, error = np.zeros(len(candidate)), np.zeros(len(candidate)), 0.0
+    def _compare(self, candidate: np.ndarray, *, gram: bool = False) -> tuple:
+        """Per-sample dot products and candidate norms, the total squared error and, with
+        ``gram``, the candidate's n x n Gram matrix: one pass over the maps, block by block."""
+        n = len(candidate)
+        dots, squares, error = np.zeros(n), np.zeros(n), 0.0
+        products = np.zeros((n, n)) if gram else None
         for block in _blocks(self.maps):
             ref = np.asarray(self.maps[:, block], np.float64)
             part = np.asarray(candidate[:, block], np.float64)
-            dots += np.sum(ref * part, axis=1)
-            squares += np.sum(part**2, axis=1)
-            error += float(np.sum((ref - part) ** 2))
-        return dots, np.sqrt(squares), error
+            dots += np.einsum("ij,ij->i", ref, part)
+            squares += np.einsum("ij,ij->i", part, part)
+            if gram:
+                products += part @ part.T
+            # ref is a fresh float64 copy unless the maps are float64 already (then a view of them)
+            difference = np.subtract(ref, part, out=None if self.maps.dtype == np.float64 else ref)
+            error += float(np.einsum("ij,ij->", difference, difference))
+        return dots, np.sqrt(squares), error, products
 
-    def cka(self, candidate: np.ndarray) -> float:
-        """Linear CKA (Kornblith et al. 2019) through n x n Gram matrices: cheap for wide maps."""
-        gram = _centered_gram(candidate)
+    def _cka(self, gram: np.ndarray, candidate: np.ndarray) -> float:
+        """CKA from the candidate's uncentered Gram matrix."""
+        gram = _centered(gram)
         denominator = self.gram_norm * float(np.linalg.norm(gram))
         if denominator == 0.0:
             return 1.0 if np.array_equal(self.maps, candidate) else 0.0
         return float(np.sum(self.gram * gram) / denominator)
+
+    def cka(self, candidate: np.ndarray) -> float:
+        """Linear CKA (Kornblith et al. 2019) through n x n Gram matrices: cheap for wide maps."""
+        candidate = np.asarray(candidate)
+        gram = np.zeros((len(candidate),) * 2)
+        for block in _blocks(candidate):  # its own width: CKA compares maps of any widths
+            part = np.asarray(candidate[:, block], np.float64)
+            gram += part @ part.T
+        return self._cka(gram, candidate)
 
     def _cosine(self, dots: np.ndarray, candidate_norms: np.ndarray) -> float:
         norms = self.row_norms * candidate_norms
@@ -95,17 +111,21 @@ class ReferenceMaps:
 
     def cosine(self, candidate: np.ndarray) -> float:
         """Mean over samples of the cosine between original and approximated maps."""
-        dots, norms, _ = self._compare(candidate)
+        dots, norms, _, _ = self._compare(np.asarray(candidate))
         return self._cosine(dots, norms)
 
     def nmse(self, candidate: np.ndarray) -> float:
         """``1 / (1 + NMSE)``: 1 when exact, 0.5 when the error is as large as the signal."""
-        return self._nmse(self._compare(candidate)[2])
+        return self._nmse(self._compare(np.asarray(candidate))[2])
 
     def scores(self, candidate: np.ndarray) -> dict[str, float]:
         candidate = np.asarray(candidate)
-        dots, norms, error = self._compare(candidate)
-        return {"cka": self.cka(candidate), "cosine": self._cosine(dots, norms), "nmse": self._nmse(error)}
+        dots, norms, error, gram = self._compare(candidate, gram=True)
+        return {
+            "cka": self._cka(gram, candidate),
+            "cosine": self._cosine(dots, norms),
+            "nmse": self._nmse(error),
+        }
 
 
 def linear_cka(reference: np.ndarray, candidate: np.ndarray) -> float:
