@@ -155,27 +155,31 @@ def plan_capture(
     batch_size: int,
     limit: int,
     statistics: bool,
-) -> tuple[int, list[list[LayerSpec]]]:
-    """``(batch, groups)``: the forward passes' batch size (at most ``batch_size``, its
-    activations within half the budget, less when the largest layer needs more of it)
-    and the groups of layers captured per pass; a ValueError naming the smallest budget
+) -> tuple[int, int, list[list[LayerSpec]]]:
+    """``(batch, probe_batch, groups)``: the forward passes' batch size (at most ``batch_size``,
+    its activations within half the budget, less when the largest layer needs more of it), the
+    batch of the layer probes (they run one layer: ``batch_size`` when it fits, never below
+    ``batch``) and the groups of layers captured per pass; a ValueError naming the smallest budget
     that works (batch 1) when even that does not fit. The tapped copy of the model that the
     passes run counts too (float32 weights)."""
     per_sample = forward_bytes(model)
     copy = 4 * sum(math.prod(w.shape) for w in model.weights)
     batch = max(1, min(batch_size, samples, (budget - copy) // 2 // max(per_sample, 1)))
+    probe = max(batch, min(batch_size, samples))
     if not specs:
-        return batch, []
+        return batch, probe, []
     while True:
         sizes = {
-            s.name: estimate(layers[s.name], s, samples, batch_size=batch, limit=limit, statistics=statistics)
+            s.name: estimate(layers[s.name], s, samples, batch_size=probe, limit=limit, statistics=statistics)
             for s in specs
         }
         largest = max(specs, key=lambda s: sum(sizes[s.name]), default=None)
         needed = copy + batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
-        if needed <= budget or batch == 1:
+        if needed <= budget or probe == 1:
             break
-        batch = max(1, batch // 2)
+        # smaller probe batches first: the forward batch is already within half the budget
+        batch = batch if probe > batch else max(1, batch // 2)
+        probe = max(batch, probe // 2)
     if needed > budget:
         raise ValueError(
             f"Invalid `memory_budget_mb`: expected at least {-(-needed // 2**20)} (MB) to profile layer "
@@ -184,7 +188,8 @@ def plan_capture(
             "or lower `max_samples` or `max_positions`."
         )
     logger.info(
-        "forward passes of %d sample(s), %.1f MB of activations each, through a %.1f MB copy",
-        batch, per_sample / 2**20, copy / 2**20,
+        "forward passes of %d sample(s), %.1f MB of activations each, through a %.1f MB copy; "
+        "layer probes of %d sample(s)",
+        batch, per_sample / 2**20, copy / 2**20, probe,
     )  # fmt: skip
-    return batch, plan_groups(specs, sizes, budget - copy - batch * per_sample)
+    return batch, probe, plan_groups(specs, sizes, budget - copy - batch * per_sample)

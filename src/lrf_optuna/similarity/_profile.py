@@ -245,11 +245,11 @@ def run_profile(
     layers = analysis.layers
     rows: list[dict] = []
     aware = settings.factorization == "data_aware"
-    batch, groups = plan_capture(
+    batch, probe_batch, groups = plan_capture(
         model, specs, layers, len(data), budget=settings.memory_budget_mb * 2**20,
         batch_size=settings.batch_size, limit=settings.max_positions, statistics=aware,
     )  # fmt: skip
-    settings = dataclasses.replace(settings, batch_size=batch)  # the probes' batches too
+    settings = dataclasses.replace(settings, batch_size=probe_batch)  # the layer probes' batches
     network = None
     if settings.output_samples:  # None (unresolved) computes none, as 0 does
         network = _NetworkProbe(model, analysis, data[: settings.output_samples], batch)
