@@ -52,7 +52,7 @@ def quick_model(size: int):
     return keras.Model(inputs, keras.layers.Dense(10, name="fc")(h), name="quick")
 
 
-def child(model_name: str, size: int, images: int, quick: bool) -> dict:
+def child(model_name: str, size: int, images: int, quick: bool, factorization: str) -> dict:
     """Profile one configuration in this process; its peak RSS and seconds."""
     import keras
     import numpy as np
@@ -64,13 +64,14 @@ def child(model_name: str, size: int, images: int, quick: bool) -> dict:
     else:
         model = quick_model(size)
     x = np.random.default_rng(0).standard_normal((images, size, size, 3)).astype("float32")
-    settings = lo.ProfileSettings(max_samples=images)
+    settings = lo.ProfileSettings(max_samples=images, factorization=factorization)
     if quick:
         settings = lo.ProfileSettings(
             max_samples=images,
             max_positions=QUICK_POSITIONS,
             memory_budget_mb=QUICK_BUDGET_MB,
             ranks_per_method=2,
+            factorization=factorization,
         )
     model(x[:1], training=False)  # the model itself, run once on one sample: not the profile's
     before = _rss_mb()
@@ -84,8 +85,9 @@ def child(model_name: str, size: int, images: int, quick: bool) -> dict:
     }  # fmt: skip
 
 
-def run_child(model_name: str, size: int, images: int, quick: bool) -> dict:
+def run_child(model_name: str, size: int, images: int, quick: bool, factorization: str) -> dict:
     command = [sys.executable, __file__, "--child", model_name, str(size), str(images)]
+    command += ["--factorization", factorization]
     command += ["--quick"] if quick else []
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -110,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(__doc__, quick_help="a small CNN at 64x64, 32 and 128 images")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="ResNet50 input sizes")
     parser.add_argument("--images", type=int, nargs="+", default=[32, 64, 128, 256], help="calibration sizes")
+    parser.add_argument(
+        "--factorization",
+        choices=["data_aware", "weights"],
+        default="data_aware",
+        help="the profile's factors (ProfileSettings.factorization; default: the library's)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "IMAGES"), help=argparse.SUPPRESS)
     results = harness.RESULTS / "profile_scaling.txt"
     parser.add_argument(
@@ -122,14 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         name, size, images = args.child
-        print(json.dumps(child(name, int(size), int(images), args.quick)))
+        print(json.dumps(child(name, int(size), int(images), args.quick, args.factorization)))
         return 0
     if args.quick:
         configurations = [("quick", QUICK_SIZE, n) for n in QUICK_IMAGES]
     else:
         configurations = [("resnet50", s, n) for s in args.sizes for n in args.images]
-    measured = [run_child(*c, args.quick) for c in configurations]
-    harness.report(harness.run_line("profile scaling", quick=args.quick) + "\n" + table(measured), args)
+    measured = [run_child(*c, args.quick, args.factorization) for c in configurations]
+    title = harness.run_line("profile scaling", quick=args.quick) + f", factorization {args.factorization}"
+    harness.report(title + "\n" + table(measured), args)
     return 0
 
 

@@ -90,6 +90,22 @@ def test_an_interrupted_capture_leaves_no_frontier_file(monkeypatch, tmp_path):
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_names_the_frontier_directory_and_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if "a" in mode:
+            raise OSError(28, "No space left on device")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(capture, "open", full_disk, raising=False)
+    with pytest.raises(
+        OSError, match=r"Cannot write the profile's frontier to .*lrf_optuna_frontier_.*TMPDIR"
+    ):
+        stream_profile("weights", memory_budget_mb=4)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_budget_too_small_for_one_layer_is_refused_with_the_minimum():
     model, data = stream_cnn(), stream_data()
     # One rank of one method: the budget is set by the captured inputs, not by the candidates

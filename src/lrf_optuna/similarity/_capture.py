@@ -157,9 +157,17 @@ class _Frontier:
     def append(self, arrays: list[np.ndarray]) -> None:
         if not self.layouts:
             self.layouts = [(a.shape[1:], a.dtype) for a in arrays]
-        for path, array in zip(self.paths, arrays):
-            with open(path, "ab") as file:
-                np.ascontiguousarray(array).tofile(file)
+        try:
+            for path, array in zip(self.paths, arrays):
+                with open(path, "ab") as file:
+                    np.ascontiguousarray(array).tofile(file)
+        except OSError as error:
+            raise OSError(
+                f"Cannot write the profile's frontier to {self.paths[0].parent} ({error}): each forward "
+                f"pass of the capture leaves the tensors the next one starts from there "
+                f"({self.nbytes() / 2**20:.0f} MB so far). Fix: free space in that directory or point "
+                "TMPDIR at a disk with room (tempfile.gettempdir())."
+            ) from error
 
     def read(self, start: int, count: int) -> list[np.ndarray]:
         arrays = []
