@@ -47,7 +47,9 @@ def chained(segments, x):
 def test_segments_chained_compute_what_the_whole_model_computes():
     model = residual_model()
     copy, calls = copy_with_calls(model)
-    assert [c.path for c in calls][:5] == ["a", "b", "add", "relu", "block"]  # raw operations too
+    paths = [c.path for c in calls]
+    # raw operations too (Keras numbers their names process-wide: relu, relu_20, ...)
+    assert paths[:3] == ["a", "b", "add"] and paths[3].startswith("relu") and paths[4] == "block"
     x = np.random.default_rng(0).standard_normal((5, 8, 8, 3)).astype("float32")
     made = {call.path: call.outputs[0] for call in calls}
     # built before the cut: Keras rewires the history of the tensors a segment starts from
