@@ -40,12 +40,13 @@ def _centered(gram: np.ndarray) -> np.ndarray:
     return gram - means[None, :] - means[:, None] + means.mean()
 
 
-def _centered_gram(x: np.ndarray) -> np.ndarray:
+def _gram(x: np.ndarray) -> np.ndarray:
+    """``x x^T`` in float64, column block by column block."""
     gram = np.zeros((len(x), len(x)))
     for block in _blocks(x):
         part = np.asarray(x[:, block], np.float64)
         gram += part @ part.T
-    return _centered(gram)
+    return gram
 
 
 class ReferenceMaps:
@@ -55,7 +56,7 @@ class ReferenceMaps:
         reference = np.asarray(reference)
         floating = np.issubdtype(reference.dtype, np.floating)
         self.maps = reference if floating else reference.astype(np.float64)
-        self.gram = _centered_gram(self.maps)
+        self.gram = _centered(_gram(self.maps))
         self.gram_norm = float(np.linalg.norm(self.gram))
         squares = sum(
             np.sum(np.asarray(self.maps[:, b], np.float64) ** 2, axis=1) for b in _blocks(self.maps)
@@ -92,11 +93,7 @@ class ReferenceMaps:
     def cka(self, candidate: np.ndarray) -> float:
         """Linear CKA (Kornblith et al. 2019) through n x n Gram matrices: cheap for wide maps."""
         candidate = np.asarray(candidate)
-        gram = np.zeros((len(candidate),) * 2)
-        for block in _blocks(candidate):  # its own width: CKA compares maps of any widths
-            part = np.asarray(candidate[:, block], np.float64)
-            gram += part @ part.T
-        return self._cka(gram, candidate)
+        return self._cka(_gram(candidate), candidate)  # its own width: CKA compares any widths
 
     def _cosine(self, dots: np.ndarray, candidate_norms: np.ndarray) -> float:
         norms = self.row_norms * candidate_norms
