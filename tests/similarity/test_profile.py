@@ -296,8 +296,9 @@ def test_tiny_memory_budget_captures_in_several_passes(model, caplog):
     data = calibration(64, seed=5)
     reference = lo.profile_model(model, data, settings=settings(), show_progress=False)
     with caplog.at_level(logging.INFO, logger="lrf_optuna.similarity._capture"):
-        # 9 MB: the largest layer (c1, ~8.1 MB with the metrics' float64 copies) alone, then the rest
-        small = lo.profile_model(model, data, settings=settings(memory_budget_mb=9), show_progress=False)
+        # 11 MB (80 % planned: 8.8 MB): the largest layer (c1, ~8.1 MB with the metrics' float64
+        # copies) alone, then the rest
+        small = lo.profile_model(model, data, settings=settings(memory_budget_mb=11), show_progress=False)
     passes = [int(m) for m in re.findall(r"in (\d+) forward pass", caplog.text)]
     assert passes and passes[-1] >= 2
     columns = [c for c in COLUMNS if c != "seconds"]

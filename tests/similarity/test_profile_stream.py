@@ -205,3 +205,30 @@ def test_ledoit_wolf_needs_one_buffer_and_gives_the_textbook_values():
     noise = (fourth / 300 - np.sum(moment**2)) / (300 * 400)
     assert 0 < weight < 1 and weight == min(max(noise, 0.0), spread) / spread
     np.testing.assert_array_equal(shrunk, (1 - weight) * moment + weight * mean * np.eye(400))
+
+
+def test_the_plan_fills_only_its_share_of_the_budget():
+    """The forward batch, the model's copy and every group's bytes (``estimate``) stay within
+    ``PLANNED_PERCENT`` of the budget, the rest being the allocators' reserve; the smallest
+    budget the refusal names plans exactly what the largest layer needs."""
+    model = stream_cnn()
+    analysis = lo.analyze(model)
+    specs, layers = list(analysis.specs.values()), analysis.layers
+    options = dict(batch_size=16, limit=8, statistics=True)
+    per_sample = capture_plan.forward_bytes(model)
+    copy = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    budget = 3 * 2**20
+    batch, probe, groups = capture_plan.plan_capture(model, specs, layers, 64, budget=budget, **options)
+    planned = budget * capture_plan.PLANNED_PERCENT // 100
+    assert len(groups) >= 2  # the share, not the whole budget, decides the groups
+    for group in groups:
+        sizes = [
+            capture_plan.estimate(layers[s.name], s, 64, batch_size=probe, limit=8, statistics=True)
+            for s in group
+        ]
+        held = sum(kept for kept, _ in sizes) + max(transient for _, transient in sizes)
+        assert copy + batch * per_sample + held <= planned
+    with pytest.raises(ValueError, match=r"expected at least (\d+) \(MB\)") as error:
+        capture_plan.plan_capture(model, specs, layers, 4096, budget=budget, **options)
+    minimum = int(re.search(r"at least (\d+)", str(error.value)).group(1)) * 2**20
+    capture_plan.plan_capture(model, specs, layers, 4096, budget=minimum, **options)  # fits
