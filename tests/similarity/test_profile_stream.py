@@ -232,3 +232,35 @@ def test_the_plan_fills_only_its_share_of_the_budget():
         capture_plan.plan_capture(model, specs, layers, 4096, budget=budget, **options)
     minimum = int(re.search(r"at least (\d+)", str(error.value)).group(1)) * 2**20
     capture_plan.plan_capture(model, specs, layers, 4096, budget=minimum, **options)  # fits
+
+
+def test_the_largest_forward_batch_beside_the_largest_layer_keeps_full_probes(monkeypatch):
+    """When one layer's kept maps dominate (ResNet50 at 224x224 with 256 images), shrinking the
+    probe batch frees little: the plan keeps the largest forward batch that fits beside that
+    layer, then the largest probe batch that keeps it (halving both used to leave batches of 2
+    where 4 and 32 fit)."""
+    model = stream_cnn()
+    analysis = lo.analyze(model)
+    specs, layers = list(analysis.specs.values()), analysis.layers
+    copy = 4 * sum(int(np.prod(w.shape)) for w in model.weights)
+    kb = 2**10
+    monkeypatch.setattr(capture_plan, "forward_bytes", lambda _: 10 * kb)
+    largest = specs[0].name
+
+    def estimate(layer, spec, samples, *, batch_size, limit, statistics):
+        # the largest layer: 50 kB kept and 0.25 kB of probe maps per sample; the others small
+        return (50 * kb, batch_size * kb // 4) if spec.name == largest else (kb, kb)
+
+    monkeypatch.setattr(capture_plan, "estimate", estimate)
+
+    def plan(room: int) -> tuple[int, int]:
+        budget = -(-(copy + room) * 100 // capture_plan.PLANNED_PERCENT)  # planned = copy + room
+        batch, probe, _ = capture_plan.plan_capture(
+            model, specs, layers, 256, budget=budget, batch_size=32, limit=8, statistics=False
+        )
+        return batch, probe
+
+    # 100 kB: half of it would hold 5 samples, but 4 (40 kB) fit beside 50 + 8 kB: probes of 32
+    assert plan(100 * kb) == (4, 32)
+    # 97.5 kB: probes of 32 leave room for 3 samples, of 16 for 4: the larger forward batch wins
+    assert plan(97 * kb + kb // 2) == (4, 16)

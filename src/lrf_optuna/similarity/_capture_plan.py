@@ -151,6 +151,18 @@ def forward_bytes(model: keras.Model) -> int:
     return total
 
 
+def _halvings(start: int) -> list[int]:
+    """``start``, ``start // 2``, ... down to 1."""
+    return [start >> shift for shift in range(start.bit_length())]
+
+
+def _estimates(specs, layers, samples, probe, *, limit, statistics) -> dict[str, tuple[int, int]]:
+    return {
+        s.name: estimate(layers[s.name], s, samples, batch_size=probe, limit=limit, statistics=statistics)
+        for s in specs
+    }
+
+
 def plan_capture(
     model: keras.Model,
     specs: list[LayerSpec],
@@ -165,30 +177,29 @@ def plan_capture(
     """``(batch, probe_batch, groups)`` planned within ``PLANNED_PERCENT`` % of ``budget`` bytes (the
     allocators' overhead takes the rest): the forward passes' batch size (at most ``batch_size``,
     its activations within half the planned bytes, less when the largest layer needs more of it), the
-    batch of the layer probes (they run one layer: ``batch_size`` when it fits, never below
-    ``batch``) and the groups of layers captured per pass; a ValueError naming the smallest budget
-    that works (batch 1) when even that does not fit. The tapped copy of the model that the
+    batch of the layer probes (they run one layer: the largest up to ``batch_size`` that keeps
+    that forward batch, never below it) and the groups of layers captured per pass; a ValueError
+    naming the smallest budget that works (batches of 1) when even that does not fit. The tapped copy of the model that the
     passes run counts too (float32 weights)."""
     planned = budget * PLANNED_PERCENT // 100
-    per_sample = forward_bytes(model)
+    per_sample = max(forward_bytes(model), 1)
     copy = 4 * sum(math.prod(w.shape) for w in model.weights)
-    batch = max(1, min(batch_size, samples, (planned - copy) // 2 // max(per_sample, 1)))
-    probe = max(batch, min(batch_size, samples))
+    most = max(1, min(batch_size, samples, (planned - copy) // 2 // per_sample))
     if not specs:
-        return batch, probe, []
-    while True:
-        sizes = {
-            s.name: estimate(layers[s.name], s, samples, batch_size=probe, limit=limit, statistics=statistics)
-            for s in specs
-        }
-        largest = max(specs, key=lambda s: sum(sizes[s.name]), default=None)
-        needed = copy + batch * per_sample + (sum(sizes[largest.name]) if largest else 0)
-        if needed <= planned or probe == 1:
-            break
-        # smaller probe batches first: the forward batch is already within half the planned bytes
-        batch = batch if probe > batch else max(1, batch // 2)
-        probe = max(batch, probe // 2)
-    if needed > planned:
+        return most, max(most, min(batch_size, samples)), []
+    # The largest forward batch that fits beside the largest layer, then the largest probe batch
+    # that keeps it (halving: the probe batch barely changes that layer's bytes when its kept
+    # maps dominate, as for ResNet50 at 224x224, where shrinking both left batches of 2).
+    options = []
+    for probe in _halvings(max(most, min(batch_size, samples))):
+        sizes = _estimates(specs, layers, samples, probe, limit=limit, statistics=statistics)
+        largest = max(specs, key=lambda s: sum(sizes[s.name]))
+        room = planned - copy - sum(sizes[largest.name])
+        options.append((min(most, probe, room // per_sample), probe, sizes, largest))
+    batch, probe, sizes, largest = max(options, key=lambda option: option[:2])
+    if batch < 1:  # not even at batch 1 with probes of 1: name the budget that would do
+        _, _, sizes, largest = options[-1]
+        needed = copy + per_sample + sum(sizes[largest.name])
         smallest_budget = (needed * 100 + PLANNED_PERCENT - 1) // PLANNED_PERCENT  # integer ceil
         minimum = (smallest_budget + 2**20 - 1) // 2**20
         raise ValueError(
