@@ -303,7 +303,7 @@ def test_profile_scaling_quick():
     # full maps of the quick CNN: 602,112 floats (2.4 MB) per image; holding them for the 96 more
     # images costs 230 MB (measured growth before issue 21: 290 MB), the streamed profile < 30 MB
     assert profile[1] - profile[0] < 30, out
-    # the budget is an estimate: measured 98 and 118 MB for 96 (TF workspaces, allocator slack)
+    # at this small budget fixed costs weigh more: measured 99 and 106 MB for 96
     assert (profile < 1.4 * budget).all(), out
 
 

@@ -34,7 +34,8 @@ WINDOW_PADDINGS = ("valid", "same", "causal")
 # What the plan counts is what is live; the process holds more: TensorFlow's CPU allocator (a
 # BFC pool under oneDNN) never returns its peak, and glibc keeps freed NumPy blocks. Measured on
 # ResNet50 (benchmarks/results/profile_scaling.txt, 12 configurations): peak RSS rose up to 15.4 %
-# above the planned bytes, in proportion to them. The plan fills this share (%) of the budget.
+# above the planned bytes when they filled the budget, up to 23 % above this share of it (at most
+# 2010 MB for 2048). The plan fills this share (%) of the budget.
 PLANNED_PERCENT = 80
 
 
