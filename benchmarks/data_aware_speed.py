@@ -12,12 +12,13 @@ python benchmarks/data_aware_speed.py --quick   # tiny shapes: checks the script
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import harness
 import numpy as np
 
 from lrf_optuna.core._geometry import CallShape, LayerGeometry
@@ -63,16 +64,18 @@ def time_layer(shape: tuple[int, ...], methods: tuple[str, ...], rng: np.random.
     return [*lines, f"{shape!s:18s} {'all':12s} {'':5s} {'':9s} {total:9.2f}"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = harness.parser(__doc__, quick_help="tiny shapes").parse_args(argv)  # saved by hand: --out
+    harness.start()
     rng = np.random.default_rng(0)
-    print(f"data-aware factorization CPU seconds{' (quick mode)' if args.quick else ''}")
-    print(f"{'kernel':18s} {'method':12s} {'ranks':>5s} {'prepare':>9s} {'at_rank':>9s}")
+    lines = [
+        f"data-aware factorization CPU seconds{' (quick mode)' if args.quick else ''}",
+        f"{'kernel':18s} {'method':12s} {'ranks':>5s} {'prepare':>9s} {'at_rank':>9s}",
+    ]
     for shape, methods in QUICK if args.quick else FULL:
-        for line in time_layer(shape, methods, rng):
-            print(line, flush=True)
+        lines.extend(time_layer(shape, methods, rng))
+        logging.getLogger(__name__).info("%s", lines[-1])  # progress: one line per kernel
+    harness.report("\n".join(lines), args)
 
 
 if __name__ == "__main__":

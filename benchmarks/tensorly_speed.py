@@ -15,16 +15,15 @@ OMP_NUM_THREADS=1 python benchmarks/tensorly_speed.py --cpu --methods tt   # CPU
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import harness
 import numpy as np
 import tensorly as tl
 from harness import fixed_width, run_line
@@ -36,7 +35,6 @@ from lrf_optuna.factorizers.conv_cp import ALS_ITERATIONS
 from lrf_optuna.similarity import ProfileSettings
 from lrf_optuna.similarity._profile import rank_grid
 
-RESULTS = Path(__file__).parent / "results" / "tensorly_speed.txt"
 FULL = [
     ("tucker2", (3, 3, 256, 256)), ("tucker2", (3, 3, 64, 64)),
     ("cp", (3, 3, 256, 256)), ("cp", (3, 3, 64, 64)),
@@ -178,14 +176,15 @@ def measure(
     )  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+def main(argv: list[str] | None = None) -> None:
+    parser = harness.parser(__doc__, results="tensorly_speed")
     parser.add_argument("--repetitions", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (a rerun)")
     # CPU seconds of this process: less sensitive to other jobs (run with OMP_NUM_THREADS=1)
     parser.add_argument("--cpu", action="store_true", help="time.process_time instead of wall-clock")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.methods is not None or args.cpu:  # a partial or CPU-time rerun keeps the saved file
+        args.default_out = None
     repetitions = args.repetitions or (1 if args.quick else 3)
     per_method = ProfileSettings().ranks_per_method
     clock = time.process_time if args.cpu else time.perf_counter
@@ -214,10 +213,7 @@ def main() -> None:
             fixed_width(columns, rows),
         ]
     )
-    print(text)
-    if not args.quick and args.methods is None and not args.cpu:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    harness.report(text, args)
 
 
 if __name__ == "__main__":
