@@ -175,13 +175,16 @@ def plan_capture(
     limit: int,
     statistics: bool,
 ) -> tuple[int, int, list[list[LayerSpec]]]:
-    """``(batch, probe_batch, groups)`` planned within ``PLANNED_PERCENT`` % of ``budget`` bytes (the
-    allocators' overhead takes the rest): the forward passes' batch size (at most ``batch_size``,
-    its activations within half the planned bytes, less when the largest layer needs more of it), the
-    batch of the layer probes (they run one layer: the largest up to ``batch_size`` that keeps
-    that forward batch, never below it) and the groups of layers captured per pass; a ValueError
-    naming the smallest budget that works (batches of 1) when even that does not fit. The tapped copy of the model that the
-    passes run counts too (float32 weights)."""
+    """``(batch, probe_batch, groups)`` planned within ``PLANNED_PERCENT`` % of ``budget`` bytes
+    (the allocators' overhead takes the rest).
+
+    ``batch``: the forward passes' batch size, at most ``batch_size``, its activations within half
+    the planned bytes, less when the largest layer needs more of them. ``probe_batch``: the layer
+    probes' batch (they run one layer), the largest up to ``batch_size`` that keeps that forward
+    batch, never below it. ``groups``: the layers captured per pass. The tapped copy of the model
+    that the passes run counts too (float32 weights). A ValueError names the smallest budget that
+    works (batches of 1) when even that does not fit.
+    """
     planned = budget * PLANNED_PERCENT // 100
     per_sample = max(forward_bytes(model), 1)
     copy = 4 * sum(math.prod(w.shape) for w in model.weights)
