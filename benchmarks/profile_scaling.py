@@ -28,6 +28,8 @@ from pathlib import Path
 
 import harness
 
+from lrf_optuna.similarity import FACTORIZATIONS, ProfileSettings
+
 QUICK_SIZE, QUICK_IMAGES, QUICK_POSITIONS, QUICK_BUDGET_MB = 64, (32, 128), 64, 96
 
 
@@ -114,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, nargs="+", default=[32, 64, 128, 256], help="calibration sizes")
     parser.add_argument(
         "--factorization",
-        choices=["data_aware", "weights"],
-        default="data_aware",
+        choices=FACTORIZATIONS,
+        default=ProfileSettings().factorization,
         help="the profile's factors (ProfileSettings.factorization; default: the library's)",
     )
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "IMAGES"), help=argparse.SUPPRESS)
