@@ -272,10 +272,13 @@ def report(results: dict[str, dict], settings: FrontSettings, data: Data) -> str
         "(the unfactorized plan left out)\n"
         f"knee: lo.select_trial, measured alternately with the original {settings.rounds} times (medians; "
         "'orig ms' here, the round robin's in the plan rows); 'fastest x': the fastest front plan / the "
-        "original, both from the round robin; fine-tuning: lo.finetune defaults (distilled), {settings.epochs} epoch(s) "
+        "original, both from the round robin; fine-tuning: lo.finetune defaults (distilled), "
+        f"{settings.epochs} epoch(s) "
         f"on {len(data.train[0])} seeded training images, accuracy on {len(data.test[0])} test images\n\n"
         "predicted vs measured latency per front plan\n" + plans + "\n\n"
         "rank correlation of predicted with measured latency (retest: of the medians over the even and "
-        "over the odd passes, a ceiling for any prediction)\n" + summary_table(results, settings) + "\n\n"
+        "over the odd passes, each half the runs: how reproducible the measured order itself is)\n"
+        + summary_table(results, settings)
+        + "\n\n"
         "the knee of each search, measured\n" + knee_table(results, settings)
     )
