@@ -6,7 +6,9 @@ convs, SVD convs; dense layers SVD in each) are materialized (weights do not cha
 so nothing is fine-tuned) and timed with ``lo.measure_latency``: Keras ``predict_on_batch``
 at batch 1 and 64 (TensorFlow's threads), the TFLite interpreter at batch 1 on one thread;
 median milliseconds over warm runs, and each compressed/original ratio. ``--knee STUDY`` adds
-the Pareto knee of an existing study of ``--knee-model`` (``make demo``'s: ``--knee demo``).
+the Pareto knee of an existing study of ``--knee-model`` (``make demo``'s: ``--knee demo``),
+and the same knee with its depthwise stages built as the grouped convs of before issue 17's
+layer fix (``grouped_stages.py``).
 
 ``--front`` (the evidence of issue 17, ``latency_front.py``): per reference model and runtime
 (TFLite batch 1 on 1 thread, Keras batch 64), a seeded (params, latency, similarity) search,
@@ -37,6 +39,7 @@ import keras
 import latency_front
 import numpy as np
 import optuna
+from grouped_stages import with_grouped_stages
 
 import lrf_optuna as lo
 from lrf_optuna.files._models import load_model_file
@@ -88,7 +91,16 @@ def measure(model: keras.Model, settings: Settings) -> list[float]:
     return [cost.params, 2 * cost.macs / 1e6, size, *keras_ms, tflite_ms]
 
 
-def rows_for(name: str, model: keras.Model, plans: dict[str, dict], settings: Settings) -> list[list]:
+def rows_for(
+    name: str,
+    model: keras.Model,
+    plans: dict[str, dict],
+    settings: Settings,
+    *,
+    before_fix: tuple[str, ...] = (),
+) -> list[list]:
+    """The original and each plan materialized; for the labels in ``before_fix``, also the same
+    model with its depthwise stages built as the grouped convs of before issue 17's fix."""
     original = measure(model, settings)
     rows = [[name, "original", *_with_ratios(original, original)]]
     for label, plan in plans.items():
@@ -99,6 +111,11 @@ def rows_for(name: str, model: keras.Model, plans: dict[str, dict], settings: Se
         rows.append(
             [name, f"{label} ({len(plan)} layers)", *_with_ratios(measure(compressed, settings), original)]
         )
+        if label in before_fix:
+            grouped = with_grouped_stages(compressed, model)
+            rows.append(
+                [name, f"{label}, pre-fix layers", *_with_ratios(measure(grouped, settings), original)]
+            )
     return rows
 
 
@@ -110,7 +127,7 @@ def _with_ratios(values: list[float], original: list[float]) -> list[float]:
 def table(rows: list[list], settings: Settings) -> str:
     columns = [
         ("model", "<12"),
-        ("variant", "<26"),
+        ("variant", "<34"),
         ("params", ">9d"),
         ("MFLOPs", ">9.2f"),
         ("tflite KB", ">9.1f"),
@@ -214,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         model = tiny_model()
         plans = {f"{m} 1/4": quarter_plan(model, m) for m in CONV_METHODS}
-        rows += rows_for("tiny", model, {**plans, "search knee": tiny_knee(model)}, settings)
+        plans["search knee"] = tiny_knee(model)
+        rows += rows_for("tiny", model, plans, settings, before_fix=("cp 1/4", "search knee"))
     else:
         for name in args.models or sorted(path.stem for path in harness.MODELS.glob("*.keras")):
             model = harness.reference_model(name)
@@ -224,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model_file(args.knee_model)
         storage = args.storage or default_storage_url(args.knee)
         study = optuna.load_study(study_name=args.knee, storage=open_storage(storage, create=False))
-        rows += rows_for(
-            Path(args.knee_model).stem, model, {f"knee of '{args.knee}'": knee_plan(model, study)}, settings
-        )
+        label = f"knee of '{args.knee}'"
+        plans = {label: knee_plan(model, study)}
+        rows += rows_for(Path(args.knee_model).stem, model, plans, settings, before_fix=(label,))
     header = (
         harness.run_line("latency", quick=args.quick) + "\n"
         f"median ms per batch over {settings.runs} warm runs ({settings.warmup} untimed first); Keras "

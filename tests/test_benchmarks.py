@@ -247,12 +247,35 @@ def test_stage_layers_quick():
     assert len(timed) == 16 and all(ms > 0 for ms in timed.values()), out
 
 
+def test_grouped_stages_rebuilds_the_added_depthwise_layers_as_grouped_convs(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import keras
+    import latency
+    from grouped_stages import with_grouped_stages
+
+    import lrf_optuna as lo
+
+    model = latency.tiny_model()
+    compressed = lo.materialize(model, latency.quarter_plan(model, "cp"), seed=0)
+    depthwise = [layer.name for layer in compressed.layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    assert depthwise, "CP's spatial stages are depthwise"
+    grouped = with_grouped_stages(compressed, model)  # raises if the outputs differ
+    by_name = {layer.name: layer for layer in grouped.layers}
+    for name in depthwise:
+        layer = by_name[name]
+        assert type(layer) is keras.layers.Conv2D and layer.groups == layer.filters > 1, name
+    assert lo.model_cost(grouped) == lo.model_cost(compressed)
+
+
 def test_latency_quick(monkeypatch):
     out = run_quick("latency.py")
     assert out.startswith("latency (quick mode)"), out
     rows = table_rows(out, "model", "variant")
-    labels = ["original", "tucker2 1/4", "cp 1/4", "svd 1/4", "search knee"]
+    labels = ["original", "tucker2 1/4", "cp 1/4", "cp 1/4, pre-fix layers", "svd 1/4", "search knee"]
+    labels += ["search knee, pre-fix layers"]
     assert [row[1].split(" (")[0] for row in rows] == labels, out
+    pre_fix = rows[3]  # the same math with grouped convs: the same params and FLOPs as "cp 1/4"
+    assert pre_fix[2:4] == rows[2][2:4] and pre_fix[-2:] != rows[2][-2:], out
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import latency
 
@@ -261,13 +284,13 @@ def test_latency_quick(monkeypatch):
     model = latency.tiny_model()
     # 3x3 conv 1->16 on 12x12, 3x3 conv 16->32 stride 2, dense 512->32, dense 32->10
     assert rows[0][2:4] == ["21546", f"{2 * (100 * 144 + 16 * 4608 + 512 * 32 + 320) / 1e6:.2f}"]
-    for row, method in zip(rows[1:4], latency.CONV_METHODS):
+    for row, method in zip([rows[1], rows[2], rows[4]], latency.CONV_METHODS, strict=True):
         plan = latency.quarter_plan(model, method)
         cost = lo.plan_cost(model, plan)
         assert row[1] == f"{method} 1/4 ({len(plan)} layers)" and int(row[2]) == cost.params < 21546
         assert float(row[3]) == pytest.approx(2 * cost.macs / 1e6, abs=0.005)
         assert float(row[4]) < float(rows[0][4])  # a smaller .tflite
-    assert int(rows[4][2]) < 21546  # the knee compresses
+    assert int(rows[5][2]) < 21546 and rows[6][2] == rows[5][2]  # the knee compresses
     for row in rows:
         k1, x1, k8, x8, t1, xt = (float(v) for v in row[5:])
         assert min(k1, k8, t1, x1, x8, xt) > 0
