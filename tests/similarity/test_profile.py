@@ -348,6 +348,7 @@ def test_invalid_settings(field, value):
         (np.zeros((2, 16, 16, 3), bool), TypeError, "real numbers"),
     ],
 )
-def test_invalid_calibration(model, x, error, match):
+def test_invalid_calibration(model, x, error, match, tmp_path):
     with pytest.raises(error, match=f"Invalid `calibration_x`.*{match}"):
-        lo.profile_model(model, x, settings=settings(), show_progress=False)
+        lo.profile_model(model, x, settings=settings(), cache_dir=tmp_path, show_progress=False)
+    assert list(tmp_path.iterdir()) == []  # nothing cached, no lock or temporary file left
