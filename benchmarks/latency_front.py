@@ -24,8 +24,8 @@ from scipy.stats import spearmanr
 
 import lrf_optuna as lo
 from lrf_optuna.results._compress import materialize_as_searched
-from lrf_optuna.runtime._latency import model_call, time_calls
-from lrf_optuna.runtime._latency_table import LatencySettings
+from lrf_optuna.runtime._latency import calls_per_sample, model_call, time_calls
+from lrf_optuna.runtime._latency_table import MIN_SAMPLE_MS, LatencySettings
 from lrf_optuna.search._objective import trial_metrics
 
 # runtime -> (batch size, threads; None: TensorFlow's own pool), as issue 17 states the goals
@@ -127,18 +127,21 @@ def front_rows(
 
 
 def round_robin_ms(models: list[keras.Model], runtime: str, settings: FrontSettings) -> np.ndarray:
-    """``[pass, model]``: median ms of ``front_runs / passes`` calls of each model per pass; the
-    passes go over all models in alternating order, so drift and bursts of load spread over all."""
+    """``[pass, model]``: median ms of ``front_runs / passes`` samples of each model per pass; the
+    passes go over all models in alternating order, so drift and bursts of load spread over all.
+    A sample lasts at least ``MIN_SAMPLE_MS`` (the mean of back-to-back calls), like the table's."""
     batch, threads = batch_threads(runtime, settings)
     calls = [model_call(m, runtime=runtime, batch_size=batch, threads=threads)[0] for m in models]
     for call in calls:
         time_calls(call, warmup=settings.warmup, runs=0)
+    repeats = [calls_per_sample(call, MIN_SAMPLE_MS) for call in calls]
     block = max(1, settings.front_runs // settings.passes)
     medians = np.empty((settings.passes, len(calls)))
     for index in range(settings.passes):
         order = range(len(calls)) if index % 2 == 0 else reversed(range(len(calls)))
         for position in order:
-            medians[index, position] = np.median(time_calls(calls[position], warmup=0, runs=block))
+            samples = time_calls(calls[position], warmup=0, runs=block, repeat=repeats[position])
+            medians[index, position] = np.median(samples)
     return medians
 
 
@@ -266,8 +269,9 @@ def report(results: dict[str, dict], settings: FrontSettings, data: Data) -> str
         f"search: NSGA-II (params, latency, similarity), {settings.trials} trials, population "
         f"{settings.population}, seed {settings.seed}, calibration {len(data.calibration)} training images; "
         f"latency table: {settings.table_runs} runs per timing, {settings.table_ranks} ranks per method\n"
-        f"measured: {settings.front_runs} timed runs of each front plan and the original ({settings.warmup} "
-        f"untimed first) in {settings.passes} round-robin passes, median of the pass medians; plans "
+        f"measured: {settings.front_runs} timed samples (each >= {MIN_SAMPLE_MS:g} ms of back-to-back calls) of "
+        f"each front plan and the original ({settings.warmup} untimed calls first) in {settings.passes} "
+        "round-robin passes, median of the pass medians; plans "
         f"materialized as searched (data-aware, refit); up to {settings.plans} plans spread over each front "
         "(the unfactorized plan left out)\n"
         f"knee: lo.select_trial, measured alternately with the original {settings.rounds} times (medians; "

@@ -66,3 +66,36 @@ def test_missing_tflite_runtime_is_named(model, monkeypatch):
     with pytest.raises(ImportError, match="pip install ai-edge-litert"):
         lo.measure_latency(model, runtime="tflite")
     assert lo.measure_latency(model, runtime="keras", runs=1).median_ms > 0  # keras needs none
+
+
+class _Clock:
+    """A stand-in for time.perf_counter: every call of ``work`` advances it by ``seconds``."""
+
+    def __init__(self, seconds: float):
+        self.now, self.seconds, self.calls = 0.0, seconds, 0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.calls += 1
+        self.now += self.seconds
+
+
+def test_a_sample_is_the_mean_of_its_back_to_back_calls(monkeypatch):
+    from lrf_optuna.runtime import _latency
+
+    clock = _Clock(seconds=2e-6)
+    monkeypatch.setattr(_latency.time, "perf_counter", clock.perf_counter)
+    times = _latency.time_calls(clock.work, warmup=2, runs=3, repeat=50)
+    assert clock.calls == 2 + 3 * 50
+    assert times == pytest.approx([2e-3] * 3)  # milliseconds per call, not per sample
+
+
+@pytest.mark.parametrize(("call_us", "expected"), [(2.0, 500), (3000.0, 1), (0.0001, 10_000)])
+def test_calls_per_sample_reach_the_minimum_duration(monkeypatch, call_us, expected):
+    from lrf_optuna.runtime import _latency
+
+    clock = _Clock(seconds=call_us * 1e-6)
+    monkeypatch.setattr(_latency.time, "perf_counter", clock.perf_counter)
+    assert _latency.calls_per_sample(clock.work, 1.0) == expected  # 1 ms, at most 10,000 calls

@@ -169,3 +169,25 @@ def test_real_timer_gives_positive_finite_numbers():
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         LatencySettings(**options)
+
+
+def test_the_table_times_samples_of_at_least_the_minimum_duration(monkeypatch):
+    """A layer of microseconds is timed in samples of many calls, not call by call."""
+    from lrf_optuna.runtime import _latency
+
+    seen = []
+    real = _latency.time_calls
+
+    def recording(call, *, warmup, runs, repeat=1):
+        seen.append(repeat)
+        return real(call, warmup=warmup, runs=runs, repeat=repeat)
+
+    monkeypatch.setattr(lt, "time_calls", recording)
+    monkeypatch.setattr(
+        lt, "calls_per_sample", lambda call, min_sample_ms: 7 if min_sample_ms == lt.MIN_SAMPLE_MS else 0
+    )
+    latency_table(
+        tiny_cnn(), LatencySettings(runtime="keras", runs=2, ranks_per_method=2), {"conv2": ("svd",)}
+    )
+    timed = [r for r in seen if r != 1]
+    assert timed and set(timed) == {7}, seen  # every timed sample, at the repeat chosen for it

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -126,13 +127,23 @@ def _tflite_call(model: keras.Model, x: np.ndarray, threads: int) -> Callable[[]
     return call
 
 
-def time_calls(call: Callable[[], object], *, warmup: int, runs: int) -> np.ndarray:
-    """Milliseconds of each of ``runs`` calls, after ``warmup`` untimed ones."""
+def time_calls(call: Callable[[], object], *, warmup: int, runs: int, repeat: int = 1) -> np.ndarray:
+    """Milliseconds per call of each of ``runs`` samples, after ``warmup`` untimed calls; a
+    sample is the mean of ``repeat`` back-to-back calls."""
     for _ in range(warmup):
         call()
     times = np.empty(runs)
     for index in range(runs):
         start = time.perf_counter()
-        call()
-        times[index] = (time.perf_counter() - start) * 1e3
+        for _ in range(repeat):
+            call()
+        times[index] = (time.perf_counter() - start) * 1e3 / repeat
     return times
+
+
+def calls_per_sample(call: Callable[[], object], min_sample_ms: float, *, most: int = 10_000) -> int:
+    """How many back-to-back calls make a sample of at least ``min_sample_ms`` (at most ``most``),
+    from the median of 3 timed calls. A call of a few microseconds (a tiny model under TFLite)
+    timed alone is measured at the resolution of the timer and of the scheduler."""
+    single = float(np.median(time_calls(call, warmup=0, runs=3)))
+    return int(min(most, max(1, math.ceil(min_sample_ms / max(single, 1e-6)))))

@@ -14,6 +14,10 @@ not decide it):
   blocks each (ABBA order, so steady drift cancels), and the delta is the median over the
   rounds of (candidate block median - original block median). A burst of load that hits
   one block moves one round's difference, not the delta.
+- Samples of at least ``MIN_SAMPLE_MS``: a layer alone can take a few microseconds (under
+  TFLite at batch 1), and ``runs / rounds`` single calls of it were timed at the resolution of
+  the timer and the scheduler. Each sample is the mean of enough back-to-back calls to last
+  ``MIN_SAMPLE_MS``; models that take longer are timed call by call, as before.
 - Monotone in rank: a (layer, method) chain at a higher rank has the same operations on
   more channels, so its latency cannot be lower; the deltas over the grid ranks are
   projected onto non-decreasing sequences by isotonic regression (pool adjacent
@@ -28,7 +32,8 @@ not decide it):
 Tables are cached as JSON (atomic writes, one process measures under a lock), keyed by the
 architecture (not the weights: latency does not depend on their values), runtime, batch
 size, threads, rank grid and the machine (host, processor, CPU count, TensorFlow version).
-``FORMAT`` 2: paired, monotone deltas (format-1 tables are measured again, not reused).
+``FORMAT`` 3: paired, monotone deltas from samples of at least ``MIN_SAMPLE_MS`` (tables of
+earlier formats are measured again, not reused).
 """
 
 from __future__ import annotations
@@ -50,23 +55,25 @@ from lrf_optuna.model._analysis import ModelAnalysis, analyze
 from lrf_optuna.model._graph import fresh_copy
 from lrf_optuna.model._layer_specs import trace_calls
 from lrf_optuna.model._materialize import materialize
-from lrf_optuna.runtime._latency import RUNTIMES, model_call, time_calls
+from lrf_optuna.runtime._latency import RUNTIMES, calls_per_sample, model_call, time_calls
 from lrf_optuna.similarity._profile import rank_grid
 
 __all__ = ["LatencySettings", "LatencyTable", "isotonic_increasing", "latency_table"]
 
 logger = logging.getLogger(__name__)
-FORMAT = 2
+FORMAT = 3
 FLOOR = 0.05  # lowest predicted latency, as a fraction of the original's (see the docstring)
 WARMUP = 3
+MIN_SAMPLE_MS = 1.0  # a timed sample lasts at least this long (see the docstring)
 
 
 @dataclasses.dataclass(frozen=True)
 class LatencySettings:
     """How latency is measured: ``runtime`` ("tflite" or "keras"), batch, threads, repetitions.
 
-    ``runs``: timed calls of each model per timing (the whole model; the original layer and
-    each candidate), split into ``rounds`` alternating blocks for the paired deltas.
+    ``runs``: timed samples of each model per timing (the whole model; the original layer and
+    each candidate), split into ``rounds`` alternating blocks for the paired deltas; a sample is
+    the mean of back-to-back calls lasting at least ``MIN_SAMPLE_MS``.
     """
 
     runtime: str = "tflite"
@@ -168,7 +175,8 @@ def _timer(model: keras.Model, settings: LatencySettings) -> Callable[[int], np.
         model, runtime=settings.runtime, batch_size=settings.batch_size, threads=settings.keras_threads()
     )
     time_calls(call, warmup=WARMUP, runs=0)
-    return lambda n: time_calls(call, warmup=0, runs=n)
+    repeat = calls_per_sample(call, MIN_SAMPLE_MS)
+    return lambda n: time_calls(call, warmup=0, runs=n, repeat=repeat)
 
 
 def _paired_delta(original: Callable, candidate: Callable, settings: LatencySettings) -> float:
