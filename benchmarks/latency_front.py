@@ -268,7 +268,7 @@ def report(results: dict[str, dict], settings: FrontSettings, data: Data) -> str
     return (
         f"search: NSGA-II (params, latency, similarity), {settings.trials} trials, population "
         f"{settings.population}, seed {settings.seed}, calibration {len(data.calibration)} training images; "
-        f"latency table: {settings.table_runs} runs per timing, {settings.table_ranks} ranks per method\n"
+        f"latency table: {settings.table_runs} samples per timing, {settings.table_ranks} ranks per method\n"
         f"measured: {settings.front_runs} timed samples (each >= {MIN_SAMPLE_MS:g} ms of back-to-back calls) of "
         f"each front plan and the original ({settings.warmup} untimed calls first) in {settings.passes} "
         "round-robin passes, median of the pass medians; plans "
