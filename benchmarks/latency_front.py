@@ -219,7 +219,7 @@ def plan_table(name: str, runtime: str, result: dict, settings: FrontSettings) -
 
 def summary_table(results: dict[str, dict], settings: FrontSettings) -> str:
     columns = [("model", "<16"), ("runtime", "<13"), ("plans", ">5d"), ("spearman", ">8.3f"),
-               ("goal >= 0.9", ">12"), ("retest", ">6.3f"), ("median |pred/meas-1|", ">20.3f"),
+               ("goal >= 0.9", ">12"), ("retest", ">7.3f"), ("median |pred/meas-1|", ">20.3f"),
                ("search s", ">8.0f")]  # fmt: skip
     rows = []
     for name, by_runtime in results.items():

@@ -473,3 +473,20 @@ def test_data_aware_speed_quick():
     methods = [row[-4] for row in rows if row[-3].isdigit()]  # per method: method, ranks, prepare, at_rank
     assert methods == ["tucker2", "cp", "svd", "spatial_svd", "svd", "tt", "tucker"], out
     assert all(float(row[-1]) >= 0 for row in rows), out
+
+
+def test_latency_front_summary_keeps_its_columns_apart_with_negative_correlations(monkeypatch):
+    """A retest of -1.000 fills its column: it must still parse as its own cell."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import latency_front
+
+    rows = [
+        {"predicted": p, "measured": m, "even": e, "odd": o}
+        for p, m, e, o in [(1.0, 3.0, 1.0, 3.0), (2.0, 2.0, 2.0, 2.0), (3.0, 1.0, 3.0, 1.0)]
+    ]
+    text = latency_front.summary_table(
+        {"m": {"tflite": {"rows": rows, "search_s": 1.0}}}, latency_front.FrontSettings()
+    )
+    [row] = table_rows(text, "model ")
+    assert row[:6] == ["m", "tflite b1 t1", "3", "-1.000", "NOT met", "-1.000"], text
+    assert len(row) == 8, text
