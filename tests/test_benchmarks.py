@@ -336,6 +336,7 @@ def test_latency_front_quick():
     outputs), beside the fastest front plan."""
     out = run_quick("latency.py", "--front")
     assert out.startswith("latency of searched front plans (quick mode)"), out
+    assert "{" not in out, out  # every placeholder of the report's text filled in
     plans_part, rest = out.split("\nrank correlation of predicted with measured latency (retest")
     summary_part, knee_part = rest.split("\nthe knee of each search, measured\n")
     summary = table_rows(summary_part, "model ")
