@@ -46,7 +46,7 @@ class FrontSettings:
     warmup: int = 5
     runs: int = 50
     rounds: int = 3  # alternating measurements of the knee and the original
-    front_runs: int = 200  # timed calls of each front plan, in `passes` round-robin passes
+    front_runs: int = 200  # timed samples of each front plan, in `passes` round-robin passes
     passes: int = 10
     table_runs: int = 20
     table_ranks: int = 8
