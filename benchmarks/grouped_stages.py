@@ -30,15 +30,14 @@ class _GroupedVisitor(CopyVisitor):
         grouped = _GROUPED.get(type(layer))
         if grouped is None or layer.name in self.keep:
             return super().clone(layer, path)
-        config = layer.get_config()
-        in_channels = layer.get_weights()[0].shape[-2]
+        config, (kernel, *bias) = layer.get_config(), layer.get_weights()
+        in_channels = kernel.shape[-2]
         new = grouped(
             filters=in_channels * config["depth_multiplier"],
             groups=in_channels,
             name=layer.name,
             **{key: config[key] for key in _SHARED_KEYS},
         )
-        kernel, *bias = layer.get_weights()
         # depthwise output channel c * multiplier + j is group c's output j: the same order
         self.pending.append((new, [kernel.reshape(*kernel.shape[:-2], 1, -1), *bias]))
         self.by_path[path] = new
