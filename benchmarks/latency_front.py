@@ -2,11 +2,13 @@
 
 For each model and runtime (TFLite: batch 1, 1 thread; Keras: batch 64, TensorFlow's threads),
 a seeded (params, latency, similarity) search with that runtime's latency table; then plans
-spread over its Pareto front, each materialized as searched (data-aware on the calibration
-images, refit) and MEASURED with ``lo.measure_latency`` on the same runtime, beside the table's
-prediction, with the Spearman rank correlation of the two; then the knee (``lo.select_trial``):
-measured latency against the original's, params and FLOPs removed, and its test accuracy
-before and after one fine-tuning run (``lo.finetune``'s defaults, distilled from the original).
+spread over its Pareto front and its knee (``lo.select_trial``), each materialized as searched
+(data-aware on the calibration images, refit) and MEASURED in one round robin with the original
+and its free stand-in (``stand_in.py``) on the same runtime, beside the table's prediction, with
+the Spearman rank correlation of the two; then the knee against the original: params and FLOPs
+removed, its test accuracy before and after one fine-tuning run (``lo.finetune``'s defaults,
+distilled from the original), and two floors beside it: the lowest latency the table predicts
+for any plan, and the stand-in's measured one (below which no factorization can go).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import optuna
 from harness import fixed_width
 from scipy.stats import spearmanr
+from stand_in import with_free_stand_ins
 
 import lrf_optuna as lo
 from lrf_optuna.results._compress import materialize_as_searched
@@ -45,7 +48,6 @@ class FrontSettings:
     seed: int = 0
     warmup: int = 5
     runs: int = 50
-    rounds: int = 3  # alternating measurements of the knee and the original
     front_runs: int = 200  # timed samples of each front plan, in `passes` round-robin passes
     passes: int = 10
     table_runs: int = 20
@@ -75,38 +77,54 @@ def batch_threads(runtime: str, settings: FrontSettings) -> tuple[int, int | Non
     return (settings.keras_batch if runtime == "keras" else batch), threads
 
 
-def measured_ms(model: keras.Model, runtime: str, settings: FrontSettings) -> float:
-    batch, threads = batch_threads(runtime, settings)
-    return lo.measure_latency(
-        model, runtime=runtime, batch_size=batch, threads=threads, warmup=settings.warmup, runs=settings.runs
-    ).median_ms
-
-
-def search(model, calibration, runtime: str, settings: FrontSettings, cache_dir) -> optuna.Study:
+def search(model, calibration, runtime: str, settings: FrontSettings, cache_dir):
+    """The seeded search and its latency table (``lo.search.make_objective``'s: cached, not measured again)."""
     batch, threads = batch_threads(runtime, settings)
     latency = LatencySettings(
         runtime=runtime, batch_size=batch, threads=threads, runs=settings.table_runs,
         ranks_per_method=settings.table_ranks,
     )  # fmt: skip
-    return lo.run_study(
-        model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=f"{model.name}-{runtime}",
-        n_trials=settings.trials, objectives=("params", "latency", "similarity"), latency_settings=latency,
+    search_settings = lo.SearchSettings(
+        objectives=("params", "latency", "similarity"), latency_settings=latency,
         profile_settings=settings.profile, population_size=settings.population, seed=settings.seed,
-        cache_dir=cache_dir, show_progress=False, hull_seeds=settings.hull_seeds,
     )  # fmt: skip
+    study = lo.run_study(
+        model, calibration, storage=optuna.storages.InMemoryStorage(), study_name=f"{model.name}-{runtime}",
+        n_trials=settings.trials, settings=search_settings, cache_dir=cache_dir, show_progress=False,
+        hull_seeds=settings.hull_seeds,
+    )  # fmt: skip
+    objective = lo.search.make_objective(
+        model, calibration, settings=search_settings, cache_dir=cache_dir, show_progress=False
+    )
+    return study, objective.latency
 
 
-def front_rows(
-    model, analysis, study, data: Data, runtime: str, settings: FrontSettings
-) -> tuple[list, float]:
-    """Up to ``settings.plans`` plans spread over the front (the unfactorized plan left out), with
-    the original, timed round robin (``round_robin_ms``): ``measured`` is each plan's median over
-    the passes; ``even``/``odd``, its median over every other pass, give the retest ceiling.
-    Also the original's median over the passes."""
+def table_floor(table) -> float:
+    """The lowest latency ``table`` predicts for any plan, / its base: each layer at its most
+    negative delta (the lowest grid rank of its cheapest method; deltas rise with rank), or
+    left alone when every delta is positive."""
+    best: dict[str, tuple[float, str, int]] = {}
+    for (layer, method), (ranks, _) in table.deltas.items():
+        delta = table.delta(layer, method, ranks[0])
+        if delta < best.get(layer, (0.0,))[0]:
+            best[layer] = (delta, method, ranks[0])
+    plan = {layer: (method, rank) for layer, (_, method, rank) in best.items()}
+    return table.predict(plan) / table.base_ms
+
+
+def front_rows(model, analysis, study, data: Data, runtime: str, settings: FrontSettings) -> dict:
+    """Up to ``settings.plans`` plans spread over the front (the unfactorized plan left out) and
+    the knee (``lo.select_trial``; an extra row unless it is one of them), timed round robin with
+    the original and its free stand-in (``round_robin_ms``, ``stand_in.py``): ``measured`` is each
+    plan's median over the passes; ``even``/``odd``, its median over every other pass, give the
+    retest ceiling. ``{"rows", "original", "stand_in" (ms), "knee_model"}``."""
     names = study.metric_names
     front = [t for t in lo.results.pareto_trials(study) if lo.plan_from_trial(analysis, t, study=study)]
-    rows, models = [], [model]
-    for trial in lo.results.spread_trials(front, settings.plans, metric_names=names):
+    knee = lo.select_trial(study)
+    trials = lo.results.spread_trials(front, settings.plans, metric_names=names)
+    trials += [knee] if knee.number not in {t.number for t in trials} else []
+    rows, models = [], [model, with_free_stand_ins(model)]
+    for trial in trials:
         plan = lo.plan_from_trial(analysis, trial, study=study)
         models.append(materialize_as_searched(
             model, plan, study, data.train[0], calibration=data.calibration, seed=settings.seed,
@@ -115,15 +133,18 @@ def front_rows(
         metrics, cost = trial_metrics(trial, names), analysis.plan_cost(plan)
         rows.append(
             {"trial": trial.number, "layers": len(plan), "params": cost.params, "mflops": 2 * cost.macs / 1e6,
-             "similarity": metrics["similarity"], "predicted": metrics["latency"]}
+             "similarity": metrics["similarity"], "predicted": metrics["latency"],
+             "knee": trial.number == knee.number}
         )  # fmt: skip
     passes = round_robin_ms(models, runtime, settings)
-    for row, column in zip(rows, passes[:, 1:].T, strict=True):
+    for row, column in zip(rows, passes[:, 2:].T, strict=True):
         row.update(
             measured=float(np.median(column)), even=np.median(column[::2]), odd=np.median(column[1::2])
         )
     logging.info("%s / %s: %d front plans measured (front of %d)", model.name, runtime, len(rows), len(front))
-    return rows, float(np.median(passes[:, 0]))
+    original, stand_in = (float(np.median(passes[:, index])) for index in (0, 1))
+    knee_model = models[2 + [r["knee"] for r in rows].index(True)]
+    return {"rows": rows, "original": original, "stand_in": stand_in, "knee_model": knee_model}
 
 
 def round_robin_ms(models: list[keras.Model], runtime: str, settings: FrontSettings) -> np.ndarray:
@@ -152,34 +173,21 @@ def spearman(rows: list[dict], first: str = "predicted", second: str = "measured
     return float(spearmanr([r[first] for r in rows], [r[second] for r in rows]).statistic)
 
 
-def paired_ms(original, compressed, runtime: str, settings: FrontSettings) -> tuple[float, float]:
-    """Medians of ``settings.rounds`` alternating measurements of each model, so that a burst of
-    load during one measurement cannot decide the ratio alone."""
-    times = [
-        (measured_ms(original, runtime, settings), measured_ms(compressed, runtime, settings))
-        for _ in range(settings.rounds)
-    ]
-    return float(np.median([t[0] for t in times])), float(np.median([t[1] for t in times]))
-
-
-def knee_row(model, analysis, study, data: Data, runtime: str, settings: FrontSettings) -> dict:
-    """The knee measured against the original, then fine-tuned once (in place)."""
-    trial = lo.select_trial(study)
-    plan = lo.plan_from_trial(analysis, trial, study=study)
-    compressed = materialize_as_searched(
-        model, plan, study, data.train[0], calibration=data.calibration, seed=settings.seed, analysis=analysis
-    )
-    original, measured = paired_ms(model, compressed, runtime, settings)
+def knee_row(model, analysis, data: Data, front: dict, settings: FrontSettings) -> dict:
+    """The knee (``front_rows``' row and model: measured in its round robin), then fine-tuned once
+    (in place, after the timing)."""
+    row = next(r for r in front["rows"] if r["knee"])
     result = lo.finetune(
-        compressed, data.train, validation_data=data.test, epochs=settings.epochs, original=model,
+        front["knee_model"], data.train, validation_data=data.test, epochs=settings.epochs, original=model,
         seed=settings.seed,
     )  # fmt: skip
-    cost, base = analysis.plan_cost(plan), analysis.cost
+    base = analysis.cost
     return {
-        "trial": trial.number, "layers": len(plan), "params_removed": 100 * (1 - cost.params / base.params),
-        "flops_removed": 100 * (1 - cost.macs / base.macs), "measured": measured, "original": original,
-        "ratio": measured / original, "acc_original": result.accuracy_original,
-        "acc_before": result.accuracy_compressed, "acc_after": result.accuracy_finetuned,
+        "trial": row["trial"], "layers": row["layers"], "params_removed": 100 * (1 - row["params"] / base.params),
+        "flops_removed": 100 * (1 - row["mflops"] * 1e6 / (2 * base.macs)), "measured": row["measured"],
+        "original": front["original"], "ratio": row["measured"] / front["original"],
+        "acc_original": result.accuracy_original, "acc_before": result.accuracy_compressed,
+        "acc_after": result.accuracy_finetuned,
     }  # fmt: skip
 
 
@@ -189,11 +197,14 @@ def run_model(name: str, model: keras.Model, data: Data, runtimes, settings: Fro
     results = {}
     for runtime in runtimes:
         start = time.perf_counter()
-        study = search(model, data.calibration, runtime, settings, cache_dir)
+        study, table = search(model, data.calibration, runtime, settings, cache_dir)
         searched = time.perf_counter() - start
-        rows, original = front_rows(model, analysis, study, data, runtime, settings)
-        knee = knee_row(model, analysis, study, data, runtime, settings)
-        results[runtime] = {"rows": rows, "knee": knee, "original": original, "search_s": searched}
+        front = front_rows(model, analysis, study, data, runtime, settings)
+        knee = knee_row(model, analysis, data, front, settings)
+        results[runtime] = {
+            "rows": front["rows"], "knee": knee, "original": front["original"], "search_s": searched,
+            "stand_in": front["stand_in"], "table_floor": table_floor(table),
+        }  # fmt: skip
         logging.info("%s / %s done in %.0f s", name, runtime, time.perf_counter() - start)
     return results
 
@@ -206,12 +217,12 @@ def runtime_label(runtime: str, settings: FrontSettings) -> str:
 def plan_table(name: str, runtime: str, result: dict, settings: FrontSettings) -> str:
     columns = [("model", "<16"), ("runtime", "<13"), ("trial", ">6d"), ("layers", ">6d"), ("params", ">9d"),
                ("MFLOPs", ">8.2f"), ("similarity", ">10.4f"), ("predicted ms", ">12.4f"),
-               ("measured ms", ">11.4f"), ("pred/meas", ">9.2f")]  # fmt: skip
+               ("measured ms", ">11.4f"), ("pred/meas", ">9.2f"), ("knee", ">4")]  # fmt: skip
     label = runtime_label(runtime, settings)
-    original = [[name, label, "-", 0, "-", "-", "-", "-", result["original"], "-"]]
+    original = [[name, label, "-", 0, "-", "-", "-", "-", result["original"], "-", "-"]]
     rows = [
         [name, label, r["trial"], r["layers"], r["params"], r["mflops"], r["similarity"], r["predicted"],
-         r["measured"], r["predicted"] / r["measured"]]
+         r["measured"], r["predicted"] / r["measured"], "*" if r["knee"] else "-"]
         for r in sorted(result["rows"], key=lambda r: r["predicted"])
     ]  # fmt: skip
     return fixed_width(columns, original + rows)
@@ -246,7 +257,8 @@ def summary_table(results: dict[str, dict], settings: FrontSettings) -> str:
 def knee_table(results: dict[str, dict], settings: FrontSettings) -> str:
     columns = [("model", "<16"), ("runtime", "<13"), ("trial", ">6d"), ("params -%", ">9.1f"),
                ("FLOPs -%", ">8.1f"), ("knee ms", ">9.4f"), ("orig ms", ">9.4f"), ("x", ">6.2f"),
-               ("goal", ">18"), ("fastest x", ">9.2f"), ("acc orig", ">8.4f"), ("acc knee", ">8.4f"), ("acc FT", ">8.4f")]  # fmt: skip
+               ("goal", ">18"), ("fastest x", ">9.2f"), ("floor x", ">7.2f"),
+               ("stand-in x", ">10.2f"), ("acc orig", ">8.4f"), ("acc knee", ">8.4f"), ("acc FT", ">8.4f")]  # fmt: skip
     rows = []
     for name, by_runtime in results.items():
         for runtime, result in by_runtime.items():
@@ -255,6 +267,7 @@ def knee_table(results: dict[str, dict], settings: FrontSettings) -> str:
             fastest = min((r["measured"] for r in result["rows"]), default=math.nan) / result["original"]
             rows.append([name, runtime_label(runtime, settings), k["trial"], k["params_removed"],
                          k["flops_removed"], k["measured"], k["original"], k["ratio"], met, fastest,
+                         result["table_floor"], result["stand_in"] / result["original"],
                          k["acc_original"], k["acc_before"], k["acc_after"]])  # fmt: skip
     return fixed_width(columns, rows)
 
@@ -270,13 +283,16 @@ def report(results: dict[str, dict], settings: FrontSettings, data: Data) -> str
         f"{settings.population}, seed {settings.seed}, calibration {len(data.calibration)} training images; "
         f"latency table: {settings.table_runs} samples per timing, {settings.table_ranks} ranks per method\n"
         f"measured: {settings.front_runs} timed samples (each >= {MIN_SAMPLE_MS:g} ms of back-to-back calls) of "
-        f"each front plan and the original ({settings.warmup} untimed calls first) in {settings.passes} "
-        "round-robin passes, median of the pass medians; plans "
-        f"materialized as searched (data-aware, refit); up to {settings.plans} plans spread over each front "
-        "(the unfactorized plan left out)\n"
-        f"knee: lo.select_trial, measured alternately with the original {settings.rounds} times (medians; "
-        "'orig ms' here, the round robin's in the plan rows); 'fastest x': the fastest front plan / the "
-        "original, both from the round robin; fine-tuning: lo.finetune defaults (distilled), "
+        f"each front plan, the original and its free stand-in ({settings.warmup} untimed calls first) in "
+        f"{settings.passes} round-robin passes, median of the pass medians; plans materialized as searched "
+        f"(data-aware, refit); up to {settings.plans} plans spread over each front (the unfactorized plan "
+        "left out), and the knee ('*') if it is not one of them\n"
+        "knee: lo.select_trial, timed in that round robin ('orig ms': the original's there); 'fastest x': "
+        "the fastest measured front plan / the original; 'floor x': the lowest latency the search's table "
+        "predicts for any plan (every layer at its most negative delta) / the table's base; 'stand-in x': "
+        "the model with every compressible layer replaced by a free stand-in (stand_in.py: its first input "
+        "channel through a 1x1 conv, less work in fewer ops than any factorized chain) / the original, "
+        "measured: a floor for every factorization; fine-tuning: lo.finetune defaults (distilled), "
         f"{settings.epochs} epoch(s) "
         f"on {len(data.train[0])} seeded training images, accuracy on {len(data.test[0])} test images\n\n"
         "predicted vs measured latency per front plan\n" + plans + "\n\n"

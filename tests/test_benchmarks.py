@@ -267,6 +267,73 @@ def test_grouped_stages_rebuilds_the_added_depthwise_layers_as_grouped_convs(mon
     assert lo.model_cost(grouped) == lo.model_cost(compressed)
 
 
+def test_free_stand_ins_keep_every_output_and_do_less_work_than_any_rank_one_plan(monkeypatch):
+    """The latency floor's model: same output shapes (same and valid padding, strides, 1-D and
+    2-D convs, dense), every compressible layer replaced, the rest kept with its weights, and
+    fewer MACs than every layer at rank 1 of its cheapest method."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import keras
+    from stand_in import with_free_stand_ins
+
+    import lrf_optuna as lo
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="same")(inputs)
+    h = keras.layers.BatchNormalization(name="norm")(h)
+    h = keras.layers.Conv2D(16, 5, strides=2, dilation_rate=1, name="valid")(h)
+    h = keras.layers.Conv1D(12, 3, name="conv1d")(keras.layers.Reshape((16, 16))(h))
+    outputs = keras.layers.Dense(10, name="dense")(keras.layers.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("norm").set_weights([np.full(8, v, np.float32) for v in (2.0, 0.5, 0.25, 3.0)])
+    stand_in = with_free_stand_ins(model)
+    x = np.random.default_rng(0).random((2, 12, 12, 3), dtype=np.float32)
+    assert stand_in.predict(x, verbose=0).shape == (2, 10)
+    specs = lo.model.compressible_layers(model)
+    assert {s.name for s in specs} == {"same", "valid", "conv1d", "dense"}
+    for spec in specs:  # the first input channel, cropped for 'valid', into a 1x1 conv
+        geometry = spec.geometry
+        expected = (1,) * len(geometry.kernel_size) + (1, geometry.out_channels)
+        assert tuple(stand_in.get_layer(spec.name).kernel.shape) == expected, spec.name
+    kept = stand_in.get_layer("norm").get_weights()
+    assert [float(w[0]) for w in kept] == [2.0, 0.5, 0.25, 3.0]
+    cheapest = {
+        spec.name: min(
+            ((m, 1) for m, top in spec.useful_ranks.items() if top > 0),
+            key=lambda choice, name=spec.name: lo.plan_cost(model, {name: choice}).macs,
+        )
+        for spec in specs
+    }
+    assert lo.model_cost(stand_in).macs < lo.plan_cost(model, cheapest).macs
+
+
+def test_table_floor_takes_each_layers_most_negative_delta_and_skips_slower_layers(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import latency_front
+
+    from lrf_optuna.runtime._latency_table import LatencyTable
+
+    deltas = {
+        ("a", "svd"): ((1, 4), (-0.3, 0.1)),
+        ("a", "cp"): ((2, 8), (-0.5, -0.2)),  # a's cheapest: cp at rank 2
+        ("b", "svd"): ((1, 2), (0.2, 0.4)),  # never faster: left alone
+        ("c", "svd"): ((1, 3), (-0.1, 0.0)),  # called twice: counts twice
+    }
+    table = LatencyTable(base_ms=2.0, deltas=deltas, calls={"a": 1, "b": 1, "c": 2})
+    assert latency_front.table_floor(table) == pytest.approx((2.0 - 0.5 - 0.2) / 2.0)
+
+
+def test_free_stand_ins_refuse_a_layer_they_cannot_replace(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import keras
+    from stand_in import with_free_stand_ins
+
+    inputs = keras.Input((8, 8, 4))
+    model = keras.Model(inputs, keras.layers.Conv2DTranspose(4, 3, name="up")(inputs))
+    with pytest.raises(ValueError, match="Invalid layer 'up' for a free stand-in: expected Dense or Conv1D"):
+        with_free_stand_ins(model)
+
+
 def test_latency_quick(monkeypatch):
     out = run_quick("latency.py")
     assert out.startswith("latency (quick mode)"), out
@@ -332,8 +399,9 @@ def test_profile_scaling_quick():
 
 def test_latency_front_quick():
     """The evidence mode on the tiny model: per runtime, a search, >= 4 measured front plans with
-    a finite Spearman and retest, and the knee measured and fine-tuned (its labels are its own
-    outputs), beside the fastest front plan."""
+    a finite Spearman and retest, and the knee (one row marked '*') measured in the same round
+    robin and fine-tuned (its labels are its own outputs), beside the fastest front plan, the
+    table's floor and the free stand-in's ratio."""
     out = run_quick("latency.py", "--front")
     assert out.startswith("latency of searched front plans (quick mode)"), out
     assert "{" not in out, out  # every placeholder of the report's text filled in
@@ -342,21 +410,30 @@ def test_latency_front_quick():
     summary = table_rows(summary_part, "model ")
     assert [row[:2] for row in summary] == [["tiny", "tflite b1 t1"], ["tiny", "keras b8"]], out
     plan_tables = plans_part.split("\n\n")[-2:]
-    originals, fastest = {}, {}
+    originals, fastest, knee_rows = {}, {}, {}
     for (_model, runtime, plans, rho, goal, retest, error, seconds), text in zip(
         summary, plan_tables, strict=True
     ):
-        assert 4 <= int(plans) <= 6 and -1 <= float(rho) <= 1 and -1 <= float(retest) <= 1, out  # not NaN
+        assert 4 <= int(plans) <= 7 and -1 <= float(rho) <= 1 and -1 <= float(retest) <= 1, out  # not NaN
         assert (
             goal == ("met" if float(rho) >= 0.9 else "NOT met") and float(error) >= 0 and float(seconds) >= 0
         )
         rows = table_rows(text, "model ")
-        assert rows[0][1:4] == [runtime, "-", "0"] and len(rows) == int(plans) + 1, text
-        originals[runtime] = float(rows[0][-2])
+        assert rows[0][1:4] == [runtime, "-", "0"] and rows[0][-1] == "-" and len(rows) == int(plans) + 1, (
+            text
+        )
+        originals[runtime] = float(rows[0][-3])
+        marked = [row for row in rows[1:] if row[-1] == "*"]
+        assert len(marked) == 1 and all(row[-1] in "*-" for row in rows[1:]), text
+        knee_rows[runtime] = marked[0]
         measured_ms = []
         for row in rows[1:]:
-            layers, params, mflops, similarity, predicted, measured, ratio = (float(v) for v in row[3:])
-            assert layers >= 1 and 0 < params < 21546 and mflops > 0 and 0 < similarity <= 1, row
+            layers, params, mflops, similarity, predicted, measured, ratio = (float(v) for v in row[3:-1])
+            # the knee may be the unfactorized plan (the most similar end): its row is the original's
+            factorized = (0 < params < 21546 and layers >= 1) or (
+                row[-1] == "*" and layers == 0 and params == 21546
+            )
+            assert factorized and mflops > 0 and 0 < similarity <= 1, row
             assert measured > 0 and ratio == pytest.approx(
                 predicted / measured, abs=0.01 + 0.02 * abs(ratio)
             ), row
@@ -374,11 +451,17 @@ def test_latency_front_quick():
         removed, flops_removed, knee_ms, original_ms, ratio = (float(v) for v in row[3:8])
         goal = 0.5 if row[1].startswith("tflite") else 0.8
         assert 0 <= removed < 100 and flops_removed < 100 and knee_ms > 0 and original_ms > 0, row
+        # the knee and the original as timed in the round robin of the plan table
+        assert row[2] == knee_rows[row[1]][2] and knee_ms == float(knee_rows[row[1]][-3]), row
+        assert original_ms == originals[row[1]], row
         assert ratio == pytest.approx(knee_ms / original_ms, rel=0.05, abs=0.01), row  # 4-decimal ms
         assert row[8] == f"<= {goal}x: " + ("met" if ratio <= goal else "NOT met"), row
         expected, slack = fastest[row[1]]
         assert float(row[9]) == pytest.approx(expected, abs=slack + 1e-9), row  # the plan table's minimum
-        accuracy_original, before, after = (float(v) for v in row[10:])
+        floor, stand_in = float(row[10]), float(row[11])
+        # a table floor of 1.00 is right where no chain is faster than its layer (the 12x12 model)
+        assert 0.05 <= floor <= 1.0 and 0 < stand_in < 2, row
+        accuracy_original, before, after = (float(v) for v in row[12:])
         assert accuracy_original == 1.0 and 0 <= before <= 1 and 0 <= after <= 1, row
 
 
