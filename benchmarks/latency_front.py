@@ -47,7 +47,6 @@ class FrontSettings:
     epochs: int = 1
     seed: int = 0
     warmup: int = 5
-    runs: int = 50
     front_runs: int = 200  # timed samples of each front plan, in `passes` round-robin passes
     passes: int = 10
     table_runs: int = 20
@@ -58,7 +57,7 @@ class FrontSettings:
 
 
 QUICK = FrontSettings(
-    trials=24, population=8, plans=6, warmup=1, runs=5, table_runs=3, table_ranks=2, keras_batch=8,
+    trials=24, population=8, plans=6, warmup=1, table_runs=3, table_ranks=2, keras_batch=8,
     front_runs=4, passes=2, profile=lo.ProfileSettings(max_samples=16, ranks_per_method=3), hull_seeds=False,
 )  # fmt: skip
 
