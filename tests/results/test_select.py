@@ -65,6 +65,17 @@ def test_knee_cost_is_latency_when_latency_is_an_objective():
     assert select_trial(study).values[:2] == [70, 2.0]
 
 
+def test_knee_ignores_front_trials_both_slower_and_less_similar_than_another():
+    """(30 params, 12 ms, 0.95) is on the 3-objective front for its params, but the original
+    (100, 4 ms, 1.0) is faster and more similar. As the chord's costly end it made the original
+    the knee; without it the chord joins 1 ms and 4 ms, and the knee is the 3 ms plan."""
+    points = [(10, 1.0, 0.20), (40, 3.0, 0.90), (100, 4.0, 1.0), (30, 12.0, 0.95)]
+    flops = {i: {"flops": 20 * p} for i, (p, _, _) in enumerate(points)}
+    study = make_study(points, attrs=flops, names=("params", "latency", "similarity"))
+    assert len(pareto_trials(study)) == 4
+    assert select_trial(study).values[:2] == [40, 3.0]
+
+
 def test_knee_cost_stays_params_when_latency_is_only_recorded():
     """Default objectives pick the same trial as before, latency user attrs or not."""
     points = [(p, 20 * p, s) for p, _, s in LATENCY_FRONT]

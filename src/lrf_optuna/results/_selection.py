@@ -25,16 +25,17 @@ def _by_cost(metrics: dict[str, float]) -> tuple[float, float]:
     return (metrics["params"], metrics["flops"])
 
 
+def _non_dominated(points: np.ndarray) -> list[bool]:
+    """Which rows no other row beats (<= in every column, < in one; every column minimized)."""
+    return [not np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1)) for p in points]
+
+
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Non-dominated feasible trials on the study's objectives, by params then FLOPs."""
     trials = feasible_trials(study)
     signs = np.array([1.0 if d == optuna.study.StudyDirection.MINIMIZE else -1.0 for d in study.directions])
     points = np.array([t.values for t in trials], dtype=float).reshape(len(trials), -1) * signs
-    front = []
-    for index, point in enumerate(points):
-        dominated = np.any(np.all(points <= point, axis=1) & np.any(points < point, axis=1))
-        if not dominated:
-            front.append(trials[index])
+    front = [t for t, kept in zip(trials, _non_dominated(points), strict=True) if kept]
     return sorted(front, key=lambda t: _by_cost(trial_metrics(t, study.metric_names)))
 
 
@@ -60,9 +61,17 @@ def _knee_cost(metric_names) -> str:
 
 def _knee(front: list[optuna.trial.FrozenTrial], metric_names) -> optuna.trial.FrozenTrial:
     """Kneedle on (cost, similarity), cost as ``_knee_cost`` says: the point farthest above the
-    chord joining the cheapest and the most similar ends of the front (diminishing returns start)."""
+    chord joining the cheapest and the most similar ends of the front (diminishing returns start).
+
+    Only trials that no other trial beats on both cost and similarity count: a trial of the
+    search's front can be there for another objective (fewer params) while another is both
+    cheaper and more similar (a factorized plan slower than the original, in a latency search).
+    Such a trial is never the knee, and it must not be the chord's costly end either.
+    """
     cost = _knee_cost(metric_names)
     metrics = {t.number: trial_metrics(t, metric_names) for t in front}
+    points = np.array([[metrics[t.number][cost], -metrics[t.number]["similarity"]] for t in front])
+    front = [t for t, kept in zip(front, _non_dominated(points), strict=True) if kept]
     ordered = sorted(front, key=lambda t: (metrics[t.number][cost], metrics[t.number]["params"]))
     if len(ordered) < 3:
         return ordered[-1]
