@@ -14,8 +14,8 @@ layer fix (``grouped_stages.py``).
 (TFLite batch 1 on 1 thread, Keras batch 64), a seeded (params, latency, similarity) search,
 predicted vs measured latency over plans spread on its Pareto front (Spearman goal >= 0.9),
 and its knee measured against the original (goals <= 0.5x TFLite, <= 0.8x Keras) with its
-accuracy before and after one fine-tuning run, beside the floors no plan can beat (the
-table's, and the free stand-in's of ``stand_in.py``); the full run writes
+accuracy before and after one fine-tuning run, beside two floors (the lowest latency the
+table predicts, and the measured free stand-in of ``stand_in.py``); the full run writes
 benchmarks/results/latency_front.txt.
 
 Timings need a quiet machine: run the full mode alone, never beside other jobs.

@@ -290,7 +290,7 @@ def report(results: dict[str, dict], settings: FrontSettings, data: Data) -> str
         "the fastest measured front plan / the original; 'floor x': the lowest latency the search's table "
         "predicts for any plan (every layer at its most negative delta) / the table's base; 'stand-in x': "
         "the model with every compressible layer replaced by a free stand-in (stand_in.py: its first input "
-        "channel through a 1x1 conv, less work in fewer ops than any factorized chain) / the original, "
+        "channel through a 1x1 conv: no more ops, nor work, than any factorized chain) / the original, "
         "measured: a floor for every factorization; fine-tuning: lo.finetune defaults (distilled), "
         f"{settings.epochs} epoch(s) "
         f"on {len(data.train[0])} seeded training images, accuracy on {len(data.test[0])} test images\n\n"

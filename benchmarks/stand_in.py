@@ -3,9 +3,10 @@
 ``with_free_stand_ins`` rebuilds a model with each compressible layer (``lo.model.compressible_layers``)
 replaced by the cheapest layer that still produces its output: the first input channel (cropped
 where the layer's padding is 'valid'), then a 1x1 conv (a Dense for dense layers) with the
-layer's filters, strides, activation and bias. That is less work than the last stage alone of
-any factorized chain at rank 1 (a 1x1 or 1xk conv from >= 1 channel to the same filters), in
-one op where every chain has two or more; the rest of the model is unchanged. Timed against the
+layer's filters, strides, activation and bias. That is two ops (a slice and one conv) where every
+factorized chain has two or more convs, and op by op no more work: the slice reads less than a
+chain's first conv, and the conv is a rank-1 chain's last stage at its cheapest (a 1x1 conv from
+one channel to the same filters); the rest of the model is unchanged. Timed against the
 original, it bounds from below what any plan can reach: Amdahl's share of the model's time that
 lies outside the layers factorization can touch. Weights are random: they do not change timing.
 """
@@ -17,8 +18,7 @@ import keras
 import lrf_optuna as lo
 from lrf_optuna.model._graph import CopyVisitor, rebuild
 
-_CONVS = {keras.layers.Conv1D: keras.layers.Conv1D, keras.layers.Conv2D: keras.layers.Conv2D,
-          keras.layers.Conv3D: keras.layers.Conv3D}  # fmt: skip
+_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
 class _StandInVisitor(CopyVisitor):
@@ -34,8 +34,8 @@ class _StandInVisitor(CopyVisitor):
             return keras.layers.Dense(
                 config["units"], activation=config["activation"], use_bias=config["use_bias"], name=layer.name
             )
-        conv = _CONVS.get(type(layer))
-        if conv is None or config.get("data_format") == "channels_first":
+        conv = type(layer)
+        if conv not in _CONVS or config.get("data_format") == "channels_first":
             raise ValueError(
                 f"Invalid layer '{layer.name}' for a free stand-in: expected Dense or Conv1D/2D/3D "
                 f"(channels_last), received {type(layer).__name__}"
