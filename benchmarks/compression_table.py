@@ -184,7 +184,7 @@ def run_model(name: str, data, args) -> list[dict]:
     return rows
 
 
-COLUMNS = (("model", "<13"), ("candidate", "<26"), ("params -%", ">9.1f"), ("MACs -%", ">8.1f"),
+COLUMNS = (harness.MODEL_COLUMN, ("candidate", "<26"), ("params -%", ">9.1f"), ("MACs -%", ">8.1f"),
            ("acc pre-FT", ">10.4f"), ("acc FT", ">7.4f"), ("<= 1 pt", ">7"), ("FT s", ">6.1f"),
            ("probes", ">6"), ("search s", ">8.1f"))  # fmt: skip
 
@@ -244,7 +244,7 @@ def seed_summary(runs: dict[int, list[dict]]) -> tuple[str, list[dict]]:
     for rows in runs.values():
         for r in rows:
             removed.setdefault((r["model"], r["candidate"]), []).append(100 * removed_within_one_point(r))
-    columns = [("model", "<13"), ("candidate", "<26"), *((f"seed {s}", ">8.1f") for s in runs),
+    columns = [harness.MODEL_COLUMN, ("candidate", "<26"), *((f"seed {s}", ">8.1f") for s in runs),
                ("mean", ">6.1f"), ("sd", ">5.1f")]  # fmt: skip
     lines = [[*key, *values, np.mean(values), np.std(values, ddof=1)] for key, values in removed.items()]
     means = [

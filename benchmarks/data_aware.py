@@ -23,7 +23,7 @@ import lrf_optuna as lo
 
 FRACTIONS = (0.5, 0.3, 0.2)
 COLUMNS = [
-    ("model", "<12"), ("method", "<11"), ("rank", ">4"), ("layers", ">6"), ("params -%", ">9.1f"),
+    harness.MODEL_COLUMN, ("method", "<11"), ("rank", ">4"), ("layers", ">6"), ("params -%", ">9.1f"),
     ("weights", ">7.4f"), ("data", ">7.4f"), ("refit", ">7.4f"),
     ("err w", ">6.3f"), ("err d", ">6.3f"), ("err r", ">6.3f"),
 ]  # fmt: skip
@@ -96,7 +96,7 @@ def tiny_model() -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     parser = harness.parser(
         __doc__, quick_help="tiny random CNN, labels = its own predictions",
-        models=["lenet5", "vgg_small", "resnet_small"], results="data_aware",
+        models=harness.REFERENCE_MODELS, results="data_aware",
     )  # fmt: skip
     args = parser.parse_args(argv)
     lines = [harness.run_line("data-aware factorization, accuracy before fine-tuning", quick=args.quick)]

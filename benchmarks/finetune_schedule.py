@@ -67,7 +67,7 @@ def run(name: str, args) -> list[dict]:
 
 def table(rows: list[dict], labels: list[str]) -> str:
     columns = [
-        ("model", "<13"),
+        harness.MODEL_COLUMN,
         ("params -%", ">9.1f"),
         ("acc pre-FT", ">10.4f"),
         *((label, ">16.4f") for label in labels),

@@ -32,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent / "studies" / "models"
 RESULTS = HERE / "results"
 REFERENCE_MODELS = ["lenet5", "vgg_small", "resnet_small", "mobilenet_small"]  # studies/README.md
+# a table's model column, as wide as the longest reference model's name
+MODEL_COLUMN = ("model", f"<{max(len(name) for name in REFERENCE_MODELS)}")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -127,7 +127,7 @@ def _with_ratios(values: list[float], original: list[float]) -> list[float]:
 
 def table(rows: list[list], settings: Settings) -> str:
     columns = [
-        ("model", "<12"),
+        harness.MODEL_COLUMN,
         ("variant", "<34"),
         ("params", ">9d"),
         ("MFLOPs", ">9.2f"),

@@ -45,7 +45,7 @@ def run_model(name: str, calibration, args) -> list[dict]:
 
 
 def table(rows: list[dict], thresholds: list[float]) -> str:
-    columns = [("model", "<13"), ("seeds", ">5"), ("trials", ">6"), ("search s", ">8.1f"), ("front", ">5"),
+    columns = [harness.MODEL_COLUMN, ("seeds", ">5"), ("trials", ">6"), ("search s", ">8.1f"), ("front", ">5"),
                *((f">={100 * t:.0f}%", ">7.4f") for t in thresholds)]  # fmt: skip
     return harness.fixed_width(columns, ([r["model"], r["seeds"], r["trials"], r["seconds"], r["front"],
                                   *("-" if b is None else b for b in r["best"])] for r in rows))  # fmt: skip
