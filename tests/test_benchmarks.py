@@ -529,6 +529,15 @@ def test_harness_tables(harness):
     ]
 
 
+def test_harness_model_column_fits_every_reference_model(harness):
+    table = harness.fixed_width(
+        [harness.MODEL_COLUMN, ("x", ">2")], [(n, "1") for n in harness.REFERENCE_MODELS]
+    )
+    header, _, *rows = table.splitlines()
+    assert {len(row) for row in rows} == {len(header)}  # no name pushes its row's cells to the right
+    assert [row.split() for row in rows] == [[name, "1"] for name in harness.REFERENCE_MODELS]
+
+
 def test_harness_reference_model_names_the_known_models(harness):
     with pytest.raises(FileNotFoundError, match=r"expected one of \[.*'lenet5'.*received 'lenet_5'"):
         harness.reference_model("lenet_5")
