@@ -213,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         "--runtimes", nargs="+", choices=list(latency_front.RUNTIMES), default=list(latency_front.RUNTIMES)
     )
     front_options.add_argument(
-        "--trials", type=int, default=300, help="trials per search (default: %(default)s)"
+        "--trials",
+        type=int,
+        default=latency_front.FrontSettings().trials,
+        help="trials per search (default: %(default)s, lo.run_study's)",
     )
     front_options.add_argument("--plans", type=int, default=24, help="front plans measured per search")
     front_options.add_argument("--train-size", type=int, default=10000, help="fine-tuning images")
@@ -223,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     start = harness.start()
     if args.front:
         full = not args.quick and args.models is None and args.runtimes == list(latency_front.RUNTIMES)
-        defaults = (args.trials, args.plans, args.train_size, args.seed) == (300, 24, 10000, 0)
+        searched = args.trials == latency_front.FrontSettings().trials
+        defaults = searched and (args.plans, args.train_size, args.seed) == (24, 10000, 0)
         args.default_out = FRONT_RESULTS if full and defaults else None  # only the full run is the evidence
         harness.report(front(args), args, started=start)
         return 0

@@ -307,6 +307,18 @@ def test_free_stand_ins_keep_every_output_and_do_less_work_than_any_rank_one_pla
     assert lo.model_cost(stand_in).macs < lo.plan_cost(model, cheapest).macs
 
 
+def test_latency_evidence_searches_with_run_studys_default_budget(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import inspect
+
+    import latency_front
+
+    import lrf_optuna as lo
+
+    default = inspect.signature(lo.run_study).parameters["n_trials"].default
+    assert latency_front.FrontSettings().trials == default  # the knee of the search a user runs
+
+
 def test_table_floor_takes_each_layers_most_negative_delta_and_skips_slower_layers(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import latency_front
