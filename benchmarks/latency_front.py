@@ -41,7 +41,7 @@ SPEARMAN_GOAL = 0.9
 class FrontSettings:
     """Budgets of one (model, runtime) search and of its measurements."""
 
-    trials: int = 1000  # lo.run_study's default: the search a user runs (300 is far from converged)
+    trials: int = 1000  # lo.run_study's default: the search a user runs (300 is short of converged)
     population: int = 50
     plans: int = 24
     epochs: int = 1
