@@ -212,15 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     front_options.add_argument(
         "--runtimes", nargs="+", choices=list(latency_front.RUNTIMES), default=list(latency_front.RUNTIMES)
     )
+    budgets = latency_front.FrontSettings()  # the evidence's defaults, in one place
     front_options.add_argument(
         "--trials",
         type=int,
-        default=latency_front.FrontSettings().trials,
+        default=budgets.trials,
         help="trials per search (default: %(default)s, lo.run_study's)",
     )
-    front_options.add_argument("--plans", type=int, default=24, help="front plans measured per search")
+    front_options.add_argument(
+        "--plans", type=int, default=budgets.plans, help="front plans measured per search"
+    )
     front_options.add_argument("--train-size", type=int, default=10000, help="fine-tuning images")
-    front_options.add_argument("--seed", type=int, default=0)
+    front_options.add_argument("--seed", type=int, default=budgets.seed)
     front_options.add_argument("--cache", default="studies/cache", help="profile and latency-table cache")
     args = parser.parse_args(argv)
     start = harness.start()
